@@ -1,0 +1,110 @@
+"""The base every agent client builds on: one HTTP wrapper and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+from django.conf import settings
+
+from agents.models import Agent, Discovery
+
+
+class AgentError(Exception):
+    """The agent answered, but not with what we asked for."""
+
+
+class AgentUnavailable(AgentError):
+    """The agent cannot be reached, timed out, or failed with a server error."""
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """One image to turn into text, already prepared for the backend."""
+
+    image: bytes
+    model: str
+    prompt: str = ""
+    # Florence-2 task name (caption, detailed_caption, ocr, ...); ComfyUI only.
+    task: str = ""
+    # Extra Ollama generate fields (options, system, format, keep_alive...).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextResult:
+    """The text a backend produced, with token counts when it reports them."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # The backend's own final reply, kept for clients that want it verbatim.
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+# Called with the whole text so far each time more arrives; returning True asks
+# the client to stop (the job was cancelled).
+OnText = Callable[[str], bool]
+
+
+class AgentClient:
+    """Talks to one agent. Subclasses add the calls of their kind."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, agent: Agent, timeout: float | None = None) -> None:
+        self.agent = agent
+        self.timeout = timeout or settings.AGENT_CHECK_TIMEOUT
+
+    def discover(self) -> Discovery:
+        """Check the agent and list the models it offers; raises AgentError."""
+        raise NotImplementedError
+
+    def image_to_text(self, request: TextRequest, on_text: OnText | None = None) -> TextResult:
+        """Run one request on the agent; raises AgentUnavailable to try elsewhere, AgentError to give up."""
+        raise NotImplementedError
+
+    def request_json(self, method: str, path: str, body: Any = None) -> Any:
+        """Send a request and return the decoded JSON reply, mapping failures to AgentError."""
+        url = self.agent.base_url.rstrip("/") + path
+        try:
+            with httpx.Client(headers=self.agent.auth_headers(), timeout=self.timeout) as http:
+                response = http.request(method, url, json=body)
+        except httpx.TimeoutException:
+            raise AgentUnavailable(f"No answer from {url} within {self.timeout:g} s") from None
+        except httpx.TransportError as error:
+            raise AgentUnavailable(f"Cannot connect to {url}: {describe(error)}") from None
+        return decode(response)
+
+
+def decode(response: httpx.Response) -> Any:
+    """The JSON body of a successful reply; otherwise an AgentError naming the cause."""
+    where = f"{response.request.method} {response.request.url.path}"
+    if response.status_code >= 400:
+        cls = AgentUnavailable if response.status_code >= 500 else AgentError
+        raise cls(f"{where} answered {response.status_code}: {error_text(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        raise AgentUnavailable(f"{where} did not answer with JSON") from None
+
+
+def error_text(response: httpx.Response) -> str:
+    """The message inside an error body, whichever shape the backend uses."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason_phrase
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message") or error)[:300]
+    return str(error)[:300]
+
+
+def describe(error: httpx.TransportError) -> str:
+    text = str(error) or type(error).__name__
+    if "refused" in text.lower():
+        return "connection refused"
+    return text

@@ -1,0 +1,185 @@
+"""Settings, read from the environment.
+
+With no variables set this is the embedded default: SQLite, django-q2's ORM
+broker, a channel layer that needs no server, and files under ./var. Setting
+DATABASE_URL and REDIS_URL switches to PostgreSQL, the Redis broker and
+channels-redis for several web and worker processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from aiserver.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+    env_urls,
+    stored_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+SECRET_KEY = env_str("SECRET_KEY") or stored_secret(DATA_DIR / "secret_key")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+DATABASE_URL = env_url("DATABASE_URL", {"postgres", "postgresql", "sqlite"})
+REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "django_htmx",
+    "aiserver",
+    "agents",
+    "imagetotext",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "aiserver.urls"
+ASGI_APPLICATION = "aiserver.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database -------------------------------------------------------------------
+
+SQLITE_OPTIONS = {
+    # WAL lets the web process read while the worker writes; IMMEDIATE
+    # transactions and a busy timeout turn "database is locked" into waiting.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+
+if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    sqlite_path = DATABASE_URL.removeprefix("sqlite:///") if DATABASE_URL else ""
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": Path(sqlite_path) if sqlite_path else DATA_DIR / "db.sqlite3",
+            "OPTIONS": SQLITE_OPTIONS,
+            # A file, not memory, so that a worker or server started by a test
+            # in another process sees the same test database.
+            "TEST": {"NAME": DATA_DIR / "test-db.sqlite3"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Background work (django-q2) ------------------------------------------------
+
+TASK_TIMEOUT = env_int("TASK_TIMEOUT", 1800, minimum=10)
+Q_CLUSTER: dict[str, object] = {
+    "name": "aiserver",
+    "workers": env_int("WORKERS", 2, minimum=1),
+    # Delivery is at most once: a failed or timed-out task is not handed out
+    # again by the broker. Retries and failover are the job's own business.
+    "timeout": TASK_TIMEOUT,
+    "retry": TASK_TIMEOUT + 60,
+    "ack_failures": True,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 250,
+    "poll": 0.2,
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# Live updates (Channels) ----------------------------------------------------
+
+# --- channel layer: begin
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    # Workers and the web process meet in a small SQLite file of their own:
+    # no server, no migrations, and no waiting behind the app database's writes.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "aiserver.channel_layer.SQLiteChannelLayer",
+            "CONFIG": {"path": env_str("CHANNELS_DB", str(DATA_DIR / "channels.sqlite3"))},
+        }
+    }
+# --- channel layer: end
+
+# Auth, i18n, static and media -----------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+# daphne serves no static files itself; WhiteNoise does, straight from the
+# app and project folders, so no collectstatic step is needed to get going.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+
+# Agents ---------------------------------------------------------------------
+
+OLLAMA_URLS = env_urls("OLLAMA_URLS", {"http", "https"})
+COMFYUI_URLS = env_urls("COMFYUI_URLS", {"http", "https"})
+AGENT_CHECK_TIMEOUT = env_int("AGENT_CHECK_TIMEOUT", 10, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/ImageToText", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/", include("agents.urls")),
+    path("", include("imagetotext.urls")),
+]

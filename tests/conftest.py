@@ -1,0 +1,53 @@
+"""Shared fixtures. The fake backends live in tests/fakes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.fakes.fixtures import fake_comfyui, fake_ollama  # noqa: F401  (fixtures)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("REDIS_URL") or os.environ.get("DATABASE_URL"):
+        require_scaleout_services()
+
+
+def require_scaleout_services() -> None:
+    """In the scale-out pass, stop early and plainly when PostgreSQL or Redis is not there."""
+    import psycopg
+    import redis
+
+    problems = []
+    try:
+        redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=3).ping()
+    except Exception as error:  # noqa: BLE001 - any failure means "not usable"
+        problems.append(f"Redis at {os.environ.get('REDIS_URL')}: {error}")
+    try:
+        psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=3).close()
+    except Exception as error:  # noqa: BLE001
+        problems.append(f"PostgreSQL at {os.environ.get('DATABASE_URL')}: {error}")
+    if not problems:
+        return
+    message = "Scale-out services are not reachable: " + "; ".join(problems)
+    if os.environ.get("CI"):
+        pytest.exit(message, returncode=1)
+    pytest.exit(message + " (skipping the scale-out pass outside CI)", returncode=0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_channel_layer(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the tests' live-update messages out of the developer's var/channels.sqlite3."""
+    from django.conf import settings
+
+    if not settings.configured:  # the fakes' own tests can run without Django
+        return
+    layer = settings.CHANNEL_LAYERS["default"]
+    if layer["BACKEND"] == "aiserver.channel_layer.SQLiteChannelLayer":
+        layer["CONFIG"]["path"] = str(tmp_path_factory.mktemp("channels") / "channels.sqlite3")
+
+
+@pytest.fixture
+def admin_user(django_user_model):  # type: ignore[no-untyped-def]
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")
