@@ -1,0 +1,1 @@
+"""Protocol-faithful fake Ollama and ComfyUI servers for tests."""
