@@ -13,11 +13,28 @@ from agents.models import Agent, Discovery
 
 
 class AgentError(Exception):
-    """The agent answered, but not with what we asked for."""
+    """The agent answered, but not with what we asked for.
+
+    retry_elsewhere says whether another agent offering the same model might
+    succeed (the model vanished from this agent, it ran out of memory...).
+    """
+
+    retry_elsewhere = False
+
+    def __init__(self, message: str, retry_elsewhere: bool | None = None) -> None:
+        super().__init__(message)
+        if retry_elsewhere is not None:
+            self.retry_elsewhere = retry_elsewhere
 
 
 class AgentUnavailable(AgentError):
-    """The agent cannot be reached, timed out, or failed with a server error."""
+    """The agent cannot be reached, timed out, or failed with a server error: mark it offline."""
+
+    retry_elsewhere = True
+
+
+class AgentCancelled(AgentError):
+    """The request was stopped because the job was cancelled."""
 
 
 @dataclass(frozen=True)
