@@ -1,13 +1,35 @@
-"""Ollama agents: discovery through /api/tags and /api/show."""
+"""Ollama agents: discovery through /api/tags and /api/show, captions through /api/generate."""
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from typing import Any
 
-from agents.base import AgentClient, AgentError
+import httpx
+from django.conf import settings
+
+from agents.base import (
+    AgentCancelled,
+    AgentClient,
+    AgentError,
+    AgentUnavailable,
+    OnText,
+    TextRequest,
+    TextResult,
+    describe as describe_error,
+    error_text,
+)
 from agents.models import DiscoveredModel, Discovery, Kind, Task
 
 DETAIL_KEYS = ("family", "parameter_size", "quantization_level", "format")
+# Fields of request.options that /api/generate understands; anything else is dropped.
+GENERATE_KEYS = ("options", "system", "format", "keep_alive", "template", "suffix", "raw", "think")
+# What Ollama's runners say when a text-only model is sent an image (protocols.md A.6).
+NO_IMAGE_INPUT = ("missing data required for image input", "image input is not supported")
+# Live updates need no more than a few refreshes a second.
+PROGRESS_INTERVAL = 0.15
 
 
 class OllamaClient(AgentClient):
@@ -46,3 +68,111 @@ class OllamaClient(AgentClient):
             details["size"] = listed["size"]
         task = Task.VISION if "vision" in capabilities else Task.TEXT
         return DiscoveredModel(name=name, task=task, details=details)
+
+    def image_to_text(self, request: TextRequest, on_text: OnText | None = None) -> TextResult:
+        """Stream a caption from /api/generate, passing the text so far to on_text."""
+        url = self.agent.base_url.rstrip("/") + "/api/generate"
+        progress = Progress(on_text)
+        try:
+            with httpx.Client(headers=self.agent.auth_headers(), timeout=self.generate_timeout()) as http:
+                with http.stream("POST", url, json=generate_body(request)) as response:
+                    check_status(response, request.model)
+                    final = read_final_chunk(response, progress)
+        except httpx.TransportError as error:
+            raise self.unavailable(url, error) from None
+        progress.finish()
+        return TextResult(text=progress.text, prompt_tokens=final.get("prompt_eval_count"),
+                          completion_tokens=final.get("eval_count"), raw=dict(final, response=progress.text))
+
+    def unavailable(self, url: str, error: httpx.TransportError) -> AgentUnavailable:
+        """A readable reason for a failed connection, timeout or broken stream."""
+        if isinstance(error, httpx.ConnectTimeout):
+            return AgentUnavailable(f"Cannot connect to {url} within {settings.AGENT_CHECK_TIMEOUT:g} s")
+        if isinstance(error, httpx.TimeoutException):
+            return AgentUnavailable(f"No answer from {url} within {self.agent.read_timeout} s")
+        if isinstance(error, httpx.ConnectError):
+            return AgentUnavailable(f"Cannot connect to {url}: {describe_error(error)}")
+        return AgentUnavailable(f"The connection to {url} broke before the answer was complete: "
+                                f"{describe_error(error)}")
+
+    def generate_timeout(self) -> httpx.Timeout:
+        # The read timeout applies between bytes, so it must cover a cold model load.
+        return httpx.Timeout(self.agent.read_timeout, connect=settings.AGENT_CHECK_TIMEOUT)
+
+
+class Progress:
+    """Collects the streamed text and hands it to on_text at most every PROGRESS_INTERVAL seconds."""
+
+    def __init__(self, on_text: OnText | None) -> None:
+        self.on_text = on_text
+        self.text = ""
+        self.reported = ""
+        self.reported_at = float("-inf")
+
+    def add(self, piece: str) -> None:
+        self.text += piece
+        if piece and time.monotonic() - self.reported_at >= PROGRESS_INTERVAL:
+            self.report()
+
+    def finish(self) -> None:
+        """Report the whole text unless the last report already had it."""
+        if self.text != self.reported:
+            self.report()
+
+    def report(self) -> None:
+        self.reported, self.reported_at = self.text, time.monotonic()
+        if self.on_text is not None and self.on_text(self.text):
+            raise AgentCancelled("Stopped reading the answer: the job was cancelled")
+
+
+def generate_body(request: TextRequest) -> dict[str, Any]:
+    """The /api/generate request: raw base64 image (Ollama rejects data: URLs), streamed."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "prompt": request.prompt,
+        "images": [base64.b64encode(request.image).decode("ascii")],
+        "stream": True,
+    }
+    body.update((key, request.options[key]) for key in GENERATE_KEYS if key in request.options)
+    return body
+
+
+def check_status(response: httpx.Response, model: str) -> None:
+    """Raise the AgentError that an error status means for the job runner."""
+    if response.status_code < 400:
+        return
+    response.read()
+    status, message = response.status_code, error_text(response)
+    if status >= 500 and any(marker in message.lower() for marker in NO_IMAGE_INPUT):
+        # The agent is healthy; the same model elsewhere would fail the same way.
+        raise AgentError(f"The model {model} cannot read images: {message}", retry_elsewhere=False)
+    if status >= 500:
+        raise AgentUnavailable(f"Ollama answered {status}: {message}")
+    if status == 404:
+        raise AgentError(f"The model {model} is not on this agent: {message}", retry_elsewhere=True)
+    # A bad request would be just as bad anywhere; other refusals (auth, limits) are local.
+    raise AgentError(f"Ollama refused the request ({status}): {message}", retry_elsewhere=status != 400)
+
+
+def read_final_chunk(response: httpx.Response, progress: Progress) -> dict[str, Any]:
+    """Feed each NDJSON chunk's text to progress and return the done:true chunk."""
+    for line in response.iter_lines():
+        if not line.strip():
+            continue
+        chunk = parse_chunk(line)
+        progress.add(str(chunk.get("response") or ""))
+        if chunk.get("done"):
+            return chunk
+    raise AgentUnavailable("The answer stopped before the model finished (no done:true line)")
+
+
+def parse_chunk(line: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(line)
+    except ValueError:
+        raise AgentUnavailable(f"Ollama sent a line that is not JSON: {line[:100]!r}") from None
+    if not isinstance(chunk, dict):
+        raise AgentUnavailable(f"Ollama sent a line that is not a JSON object: {line[:100]!r}")
+    if "error" in chunk:
+        raise AgentUnavailable(f"The model failed while answering: {chunk['error']}")
+    return chunk
