@@ -63,13 +63,14 @@ class FakeComfyUI(FakeServer):
 
     def __init__(self, *, captions: dict[str, str] | None = None, run_seconds: float = 0.1,
                  florence_installed: bool = True, custom_scripts_installed: bool = True,
-                 installed_models: Iterable[str] = ("Florence-2-base",), latency: float = 0.0,
-                 mode: str = "ok") -> None:
+                 preview_any_installed: bool = True, installed_models: Iterable[str] = ("Florence-2-base",),
+                 latency: float = 0.0, mode: str = "ok") -> None:
         super().__init__(latency=latency, mode=mode)
         self.captions: dict[str, str] = {**DEFAULT_CAPTIONS, **(captions or {})}
         self.run_seconds = run_seconds
         self.florence_installed = florence_installed
         self.custom_scripts_installed = custom_scripts_installed
+        self.preview_any_installed = preview_any_installed
         self.installed_models = list(installed_models)
         self.files: dict[tuple[str, str, str], bytes] = {}  # (type, subfolder, name) -> bytes
         self.history: dict[str, dict[str, Any]] = {}
@@ -293,7 +294,7 @@ class FakeComfyUI(FakeServer):
         """node_info for every installed node class, as GET /object_info returns it."""
         inputs = sorted(posixpath.join(sub, name) for kind, sub, name in self.files if kind == "input")
         return object_info(inputs, self.installed_models, florence=self.florence_installed,
-                           show_text=self.custom_scripts_installed)
+                           show_text=self.custom_scripts_installed, preview_any=self.preview_any_installed)
 
     def _has_input_file(self, annotated: str) -> bool:
         kind, path = split_annotation(annotated, "input")

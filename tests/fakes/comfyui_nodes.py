@@ -23,9 +23,11 @@ FILE_TYPES = ("input", "output", "temp")
 
 
 def object_info(input_files: list[str], installed_models: list[str], *, florence: bool = True,
-                show_text: bool = True) -> dict[str, dict[str, Any]]:
+                show_text: bool = True, preview_any: bool = True) -> dict[str, dict[str, Any]]:
     """node_info for every installed node class, as GET /object_info returns it."""
     nodes = _core_nodes(input_files)
+    if not preview_any:  # ComfyUI before 0.3.31 (2025-05) has no PreviewAny
+        del nodes["PreviewAny"]
     if florence:
         nodes.update(_florence_nodes(installed_models))
     if show_text:
