@@ -10,6 +10,7 @@ from django.db import connection
 
 from agents.base import AgentClient, AgentError
 from agents.comfyui import ComfyUIClient
+from agents.local import LocalClient
 from agents.models import Agent, Kind
 from agents.ollama import OllamaClient
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 CLIENTS: dict[str, type[AgentClient]] = {
     Kind.OLLAMA: OllamaClient,
     Kind.COMFYUI: ComfyUIClient,
+    Kind.LOCAL: LocalClient,
 }
 
 

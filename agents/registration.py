@@ -10,6 +10,9 @@ from django.db import transaction
 from agents.models import Agent, Kind, Source
 
 
+LOCAL_AGENT_NAME = "Built-in OCR"
+
+
 def normalise_url(url: str) -> str:
     return url.strip().rstrip("/")
 
@@ -44,7 +47,26 @@ def register(kind: str, base_url: str, *, source: str, name: str = "", **fields:
 
 
 def register_from_environment() -> list[Agent]:
-    """Agents named by OLLAMA_URLS and COMFYUI_URLS; safe to call at every start."""
+    """The built-in agent and those named by OLLAMA_URLS and COMFYUI_URLS; safe at every start."""
     wanted = [(Kind.OLLAMA, url) for url in settings.OLLAMA_URLS]
     wanted += [(Kind.COMFYUI, url) for url in settings.COMFYUI_URLS]
-    return [register(kind, url, source=Source.ENVIRONMENT)[0] for kind, url in wanted]
+    agents = [register(kind, url, source=Source.ENVIRONMENT)[0] for kind, url in wanted]
+    local = register_local_agent()
+    return [local, *agents] if local else agents
+
+
+def register_local_agent() -> Agent | None:
+    """The built-in OCR agent when LOCAL_AGENT is on; switched off (not deleted) otherwise."""
+    existing = Agent.objects.filter(kind=Kind.LOCAL, source=Source.BUILT_IN)
+    if not settings.LOCAL_AGENT:
+        existing.update(enabled=False)
+        return None
+    # Each worker process runs one job at a time, so that is how many OCR jobs can run.
+    workers = int(settings.Q_CLUSTER.get("workers", 1))  # type: ignore[call-overload]
+    agent, _ = Agent.objects.get_or_create(
+        kind=Kind.LOCAL, source=Source.BUILT_IN, defaults={"name": unique_name(LOCAL_AGENT_NAME)}
+    )
+    if (agent.enabled, agent.concurrency) != (True, workers):
+        agent.enabled, agent.concurrency = True, workers
+        agent.save(update_fields=["enabled", "concurrency"])
+    return agent

@@ -8,6 +8,7 @@ channels-redis for several web and worker processes.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -99,8 +100,9 @@ else:
             "NAME": Path(sqlite_path) if sqlite_path else DATA_DIR / "db.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
             # A file, not memory, so that a worker or server started by a test
-            # in another process sees the same test database.
-            "TEST": {"NAME": DATA_DIR / "test-db.sqlite3"},
+            # in another process can be pointed at the same test database; one
+            # per test run, so that runs side by side do not share it.
+            "TEST": {"NAME": DATA_DIR / f"test-db-{os.getpid()}.sqlite3"},
         }
     }
 
@@ -176,6 +178,8 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 OLLAMA_URLS = env_urls("OLLAMA_URLS", {"http", "https"})
 COMFYUI_URLS = env_urls("COMFYUI_URLS", {"http", "https"})
 AGENT_CHECK_TIMEOUT = env_int("AGENT_CHECK_TIMEOUT", 10, minimum=1)
+# The built-in OCR agent runs in the workers; LOCAL_AGENT=0 switches it off.
+LOCAL_AGENT = env_bool("LOCAL_AGENT", True)
 
 LOGGING = {
     "version": 1,

@@ -75,6 +75,7 @@ def test_remove_of_an_unknown_agent_changes_nothing() -> None:
 def test_sync_registers_agents_from_the_environment_once(settings, fake_ollama, fake_comfyui) -> None:  # type: ignore[no-untyped-def]
     settings.OLLAMA_URLS = [fake_ollama.url]
     settings.COMFYUI_URLS = [fake_comfyui.url]
+    settings.LOCAL_AGENT = False
 
     run("sync")
     output = run("sync")
@@ -82,13 +83,14 @@ def test_sync_registers_agents_from_the_environment_once(settings, fake_ollama, 
     assert Agent.objects.count() == 2
     assert set(Agent.objects.values_list("source", flat=True)) == {Source.ENVIRONMENT}
     assert Agent.objects.filter(online=True).count() == 2
-    assert "From the environment" in output
+    assert "Registered at start" in output
 
 
 def test_environment_agents_get_readable_unique_names(settings) -> None:  # type: ignore[no-untyped-def]
     Agent.objects.create(name="Ollama gpu:11434", kind=Kind.OLLAMA, base_url="http://other:1")
     settings.OLLAMA_URLS = ["http://gpu:11434"]
     settings.COMFYUI_URLS = []
+    settings.LOCAL_AGENT = False
 
     from agents.registration import register_from_environment
 

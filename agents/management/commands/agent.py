@@ -33,7 +33,9 @@ class Command(BaseCommand):
         remove.add_argument("agents", nargs="+", metavar="NAME_OR_ID")
         check = commands.add_parser("check", help="Check agents now (all enabled ones by default).")
         check.add_argument("agents", nargs="*", metavar="NAME_OR_ID")
-        commands.add_parser("sync", help="Register agents from OLLAMA_URLS/COMFYUI_URLS and check all.")
+        commands.add_parser(
+            "sync", help="Register the built-in agent and those in OLLAMA_URLS/COMFYUI_URLS, then check all."
+        )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         getattr(self, f"do_{action}")(**options)
@@ -74,7 +76,7 @@ class Command(BaseCommand):
 
     def do_sync(self, **options: Any) -> None:
         for agent in register_from_environment():
-            self.stdout.write(f"From the environment: {agent.name} ({agent.base_url})")
+            self.stdout.write(f"Registered at start: {agent.name} ({agent.base_url or 'built in'})")
         self.report(check_agents(Agent.objects.filter(enabled=True)))
 
     def report(self, results: dict[str, bool]) -> None:
