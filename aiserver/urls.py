@@ -8,5 +8,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/ImageToText", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include("agents.urls")),
+    path("api/", include("imagetotext.api_urls")),
     path("", include("imagetotext.urls")),
 ]

@@ -51,3 +51,61 @@ def private_channel_layer(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def admin_user(django_user_model):  # type: ignore[no-untyped-def]
     return django_user_model.objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")
+
+
+@pytest.fixture
+def jobs_run_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """django-q2 runs each task at once in this process, as its sync mode does."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
+def api_user(django_user_model):  # type: ignore[no-untyped-def]
+    return django_user_model.objects.create_user("alice", "alice@example.com", "pw-for-tests-only")
+
+
+@pytest.fixture
+def api_key(api_user) -> str:  # type: ignore[no-untyped-def]
+    from imagetotext.models import ApiKey
+
+    return ApiKey.issue(api_user, "tests")[1]
+
+
+@pytest.fixture
+def api_client(api_key: str):  # type: ignore[no-untyped-def]
+    from django.test import Client
+
+    return Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+
+
+@pytest.fixture
+def ollama_agent(fake_ollama):  # type: ignore[no-untyped-def]
+    from agents.health import check_agent
+    from agents.models import Agent
+
+    agent = Agent.objects.create(name="gpu", kind="ollama", base_url=fake_ollama.url, concurrency=2)
+    assert check_agent(agent), agent.last_error
+    return agent
+
+
+@pytest.fixture
+def comfy_agent(fake_comfyui):  # type: ignore[no-untyped-def]
+    from agents.health import check_agent
+    from agents.models import Agent
+
+    agent = Agent.objects.create(name="comfy", kind="comfyui", base_url=fake_comfyui.url)
+    assert check_agent(agent), agent.last_error
+    return agent
+
+
+@pytest.fixture
+def png_bytes() -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buffer, "PNG")
+    return buffer.getvalue()

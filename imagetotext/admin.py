@@ -1,0 +1,246 @@
+"""Jobs (all, and the failed ones on their own), API keys and stored images.
+
+Jobs are made by the API and the page, so the admin only reads them, edits their
+tag, and cancels or retries them; keys are issued here and shown once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from imagetotext import jobs
+from imagetotext.models import ApiKey, CallbackAttempt, FailedJob, InvalidTransition, Job, State, StoredImage
+
+STATE_COLOURS = {
+    State.QUEUED: "#6b7280",
+    State.STARTED: "#2563eb",
+    State.COMPLETED: "#16a34a",
+    State.FAILED: "#dc2626",
+    State.CANCELLED: "#d97706",
+}
+# Media is not served over HTTP, so the detail page inlines the (already resized) image.
+PREVIEW_MAX_BYTES = 2 * 1024 * 1024
+
+
+class CallbackAttemptInline(admin.TabularInline):
+    model = CallbackAttempt
+    fields = ["number", "attempted_at", "status_code", "delivered", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "state_badge", "owner", "model", "agent", "duration_display", "created_at", "ref_id", "tag"]
+    list_filter = ["state", "agent", "model", "api", "created_at"]
+    list_select_related = ["owner", "agent"]
+    search_fields = ["ref_id", "tag", "model", "prompt", "output", "error"]
+    ordering = ["-created_at", "-id"]
+    date_hierarchy = "created_at"
+    fieldsets = [
+        (None, {"fields": ["state_badge", "status", "owner", "api_key", "api", "ref_id", "tag"]}),
+        ("Request", {"fields": ["image_preview", "model", "florence_task", "prompt", "options"]}),
+        ("Result", {"fields": ["output", "error_code", "error", "prompt_tokens", "completion_tokens"]}),
+        ("Timings", {"fields": ["created_at", "started_at", "finished_at", "duration_display", "agent", "attempts", "tried_agents"]}),
+        ("Callback", {"fields": ["reply_to", "reply_state"], "classes": ["collapse"]}),
+        ("Backend reply", {"fields": ["result"], "classes": ["collapse"]}),
+    ]
+    inlines = [CallbackAttemptInline]
+    actions = ["cancel_jobs", "retry_jobs"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
+        # Everything but the tag: a job's record is the API's, not the admin's.
+        shown = [name for _, options in self.fieldsets for name in options["fields"]]
+        return [name for name in shown if name != "tag"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, job: Job) -> str:
+        return format_html(
+            '<span style="background:{};color:#fff;padding:1px 8px;border-radius:9px;white-space:nowrap">{}</span>',
+            STATE_COLOURS.get(job.state, "#6b7280"),
+            job.state,
+        )
+
+    @admin.display(description="duration")
+    def duration_display(self, job: Job) -> str:
+        return "—" if job.duration is None else f"{job.duration:.1f} s"
+
+    @admin.display(description="image")
+    def image_preview(self, job: Job) -> str:
+        image = job.image
+        if image is None:
+            return "—"
+        facts = f"{image.width}×{image.height} {image.content_type}, {filesizeformat(image.size)}"
+        data = read_small(image)
+        if data is None:
+            return facts
+        source = f"data:{image.content_type};base64,{base64.b64encode(data).decode()}"
+        return format_html('<img src="{}" alt="" style="max-width:320px;max-height:320px"><br>{}', source, facts)
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        chosen = list(queryset)
+        cancelled = sum(1 for job in chosen if jobs.cancel(job))
+        message = f"Cancelled {cancelled} of {len(chosen)} job(s)."
+        if cancelled < len(chosen):
+            message += " The others had already finished."
+        self.message_user(request, message, messages.SUCCESS if cancelled else messages.WARNING)
+
+    @admin.action(description="Retry selected jobs")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        queued, refused = 0, []
+        for job in queryset:
+            reason = retry_one(job)
+            if reason:
+                refused.append(f"job {job.pk}: {reason}")
+            else:
+                queued += 1
+        if queued:
+            self.message_user(request, f"Queued {queued} job(s) again.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not retried — " + "; ".join(refused), messages.WARNING)
+
+
+def retry_one(job: Job) -> str:
+    """Queue a finished job again; the reason it cannot be, or '' when it was."""
+    if not job.finished:
+        return f"it is {job.state.lower()}, not finished"
+    try:
+        jobs.retry(job)
+    except jobs.JobRefused as refusal:
+        return refusal.message
+    except InvalidTransition as error:
+        return str(error)
+    return ""
+
+
+def read_small(image: StoredImage) -> bytes | None:
+    """The stored file's bytes if it is there and small enough to inline."""
+    try:
+        if image.file.size > PREVIEW_MAX_BYTES:
+            return None
+        with image.file.open("rb") as file:
+            return file.read()
+    except (OSError, ValueError):
+        return None
+
+
+@admin.register(FailedJob)
+class FailedJobAdmin(JobAdmin):
+    list_display = [*JobAdmin.list_display, "error_summary"]
+    list_filter = ["agent", "model", "api", "error_code", "created_at"]
+    actions = ["retry_jobs"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return super().get_queryset(request).filter(state=State.FAILED)
+
+    @admin.display(description="error")
+    def error_summary(self, job: Job) -> str:
+        return Truncator(job.error).chars(100)
+
+
+class ApiKeyForm(forms.ModelForm):
+    restrict_to = forms.CharField(
+        required=False,
+        label="Restrict to APIs",
+        help_text="Comma-separated API names, e.g. ImageToText, QueueImageToText. Empty: all APIs.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "owner", "expires_at", "restrict_to"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["restrict_to"] = ", ".join(self.instance.restrict_to or [])
+
+    def clean_restrict_to(self) -> list[str]:
+        names = [name.strip() for name in self.cleaned_data["restrict_to"].split(",") if name.strip()]
+        if bad := [name for name in names if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name)]:
+            raise forms.ValidationError(f"Not an API name: {', '.join(bad)}")
+        return names
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = ["name", "owner", "prefix", "usable", "created_at", "expires_at", "revoked_at", "last_used_at", "restricted_to"]
+    list_filter = ["owner", "created_at"]
+    list_select_related = ["owner"]
+    search_fields = ["name", "prefix", "owner__username"]
+    ordering = ["-created_at"]
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return ["name", "owner", "expires_at", "restrict_to"]
+        return ["name", "owner", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at", "restrict_to"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        # The key_hash is never shown, not even read-only.
+        return [] if obj is None else ["owner", "prefix", "created_at", "revoked_at", "last_used_at"]
+
+    @admin.display(boolean=True)
+    def usable(self, key: ApiKey) -> bool:
+        return key.usable
+
+    @admin.display(description="restricted to")
+    def restricted_to(self, key: ApiKey) -> str:
+        return ", ".join(key.restrict_to) or "all APIs"
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        row, key = ApiKey.issue(obj.owner, obj.name, expires_at=obj.expires_at, restrict_to=obj.restrict_to)
+        vars(obj).update(vars(row))  # the admin goes on with obj: make it the stored row
+        self.message_user(request, f"Copy it now: {key}; it will not be shown again.", messages.SUCCESS)
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} key(s).")
+
+
+@admin.register(StoredImage)
+class StoredImageAdmin(admin.ModelAdmin):
+    list_display = ["short_hash", "content_type", "dimensions", "upload_size", "created_at"]
+    list_filter = ["content_type", "created_at"]
+    search_fields = ["sha256"]
+    ordering = ["-created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StoredImage | None = None) -> bool:
+        return False
+
+    @admin.display(description="SHA-256", ordering="sha256")
+    def short_hash(self, image: StoredImage) -> str:
+        return image.sha256[:12]
+
+    @admin.display(description="dimensions")
+    def dimensions(self, image: StoredImage) -> str:
+        return f"{image.width}×{image.height}"
+
+    @admin.display(description="size", ordering="size")
+    def upload_size(self, image: StoredImage) -> str:
+        return filesizeformat(image.size)

@@ -1,0 +1,216 @@
+"""Web callbacks (ReplyTo): build and sign a finished job's result, guard the address, deliver it.
+
+Retries are ours (django-q2 never re-delivers a task here): each failed attempt leaves a
+one-off Schedule for the next one. django-q2 1.11 looks at schedules about every 30 seconds,
+so a retry runs between its backoff delay and roughly 30 seconds after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+from datetime import timedelta
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import httpx
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task
+
+from imagetotext.conf import Conf
+from imagetotext.models import CallbackAttempt, Job, State
+
+logger = logging.getLogger(__name__)
+
+TASK = "imagetotext.callbacks.deliver"
+USER_AGENT = "ImageToTextServer-Callback/1.0"
+CALLBACK_ID_HEADER = "X-Callback-Id"
+ATTEMPT_HEADER = "X-Callback-Attempt"
+
+
+class CallbackRefused(Exception):
+    """The ReplyTo URL must not be called: bad scheme, unresolvable or non-public host."""
+
+
+def callback_body(job: Job) -> dict[str, Any]:
+    """The JSON document POSTed to ReplyTo, in AI Server's camelCase."""
+    completed = job.state == State.COMPLETED
+    return {
+        "state": job.reply_state or None,
+        "refId": job.ref_id,
+        "textOutputs": [{"text": job.output}] if completed else [],
+        "responseStatus": None if completed else failure_status(job),
+    }
+
+
+def failure_status(job: Job) -> dict[str, Any]:
+    """A ServiceStack ResponseStatus for a failed or cancelled job."""
+    return {"errorCode": job.error_code or job.state, "message": job.error or job.state, "errors": []}
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; encoded once because the signature covers exactly these bytes."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sign(body: bytes, secret: str) -> str:
+    """GitHub-style signature: "sha256=" + hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def request_headers(job: Job, body: bytes, number: int) -> dict[str, str]:
+    """Headers sent with every attempt; the callback id lets receivers drop repeats."""
+    return {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        CALLBACK_ID_HEADER: job.ref_id,
+        ATTEMPT_HEADER: str(number),
+        Conf.CALLBACK_SIGNATURE_HEADER: sign(body, Conf.CALLBACK_SECRET),
+    }
+
+
+def check_destination(url: str) -> list[str]:
+    """Resolve the URL's host; return its addresses, or raise CallbackRefused if any is not public."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CallbackRefused(f"Only http and https URLs with a host name are called back, not {url!r}")
+    addresses = resolve(parts)
+    if not Conf.CALLBACK_ALLOW_PRIVATE:
+        for address in addresses:
+            if not is_public(address):
+                raise CallbackRefused(f"{parts.hostname} resolves to {address}, which is not a public address")
+    return addresses
+
+
+def resolve(parts: SplitResult) -> list[str]:
+    """Every address the host resolves to, in the resolver's preferred order."""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except ValueError as error:
+        raise CallbackRefused(f"Invalid port in callback URL: {error}") from error
+    except (OSError, UnicodeError) as error:
+        raise CallbackRefused(f"Cannot resolve {parts.hostname}: {error}") from error
+    if not infos:
+        raise CallbackRefused(f"Cannot resolve {parts.hostname}: no addresses")
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def is_public(address: str) -> bool:
+    """False for loopback, private, link-local, reserved, multicast and unspecified addresses."""
+    ip = ipaddress.ip_address(address)
+    # An IPv6 address can carry an IPv4 one (::ffff:127.0.0.1, 2002:7f00:1::): judge that too.
+    embedded = [ip.ipv4_mapped, ip.sixtofour] if isinstance(ip, ipaddress.IPv6Address) else []
+    return all(public_ip(each) for each in [ip, *embedded] if each is not None)
+
+
+def public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    blocked = ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved
+    return ip.is_global and not (blocked or ip.is_multicast or ip.is_unspecified)
+
+
+def make_client() -> httpx.Client:
+    """No proxies from the environment and no redirects: either would reach an unchecked address."""
+    return httpx.Client(timeout=Conf.CALLBACK_TIMEOUT, trust_env=False, follow_redirects=False)
+
+
+def post(url: str, addresses: list[str], body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST to the first checked address that accepts a connection, as a browser would."""
+    target = httpx.URL(url)
+    with make_client() as client:
+        for address in addresses[:-1]:
+            try:
+                return send(client, target, address, body, headers)
+            except httpx.ConnectError:
+                continue
+        return send(client, target, addresses[-1], body, headers)
+
+
+def send(client: httpx.Client, target: httpx.URL, address: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """Connect to the checked address, not to what the name resolves to now (DNS rebinding).
+
+    Host keeps the URL's name, and sni_hostname makes TLS send and verify the certificate for it.
+    """
+    request = client.build_request(
+        "POST",
+        target.copy_with(host=address),
+        content=body,
+        headers={**headers, "Host": target.netloc.decode("ascii")},
+        extensions={"sni_hostname": target.raw_host.decode("ascii")},
+    )
+    # Streamed and closed unread: only the status matters, however large the reply.
+    response = client.send(request, stream=True)
+    response.close()
+    return response
+
+
+def attempt(job: Job, addresses: list[str], number: int) -> tuple[int | None, str]:
+    """One POST; returns the status code (if any) and an error text, empty on success."""
+    body = encode(callback_body(job))
+    try:
+        response = post(job.reply_to, addresses, body, request_headers(job, body, number))
+    except httpx.TimeoutException as error:
+        return None, f"Timed out after {Conf.CALLBACK_TIMEOUT} s ({type(error).__name__})"
+    except httpx.ConnectError as error:
+        return None, f"Could not connect: {error}"
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
+        return None, f"{type(error).__name__}: {error}"
+    if response.is_success:
+        return response.status_code, ""
+    return response.status_code, f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+def deliver(job_id: int, number: int = 1) -> None:
+    """The django-q2 task: one attempt at POSTing a finished job to its ReplyTo URL."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or not job.reply_to or not job.finished:
+        return
+    try:
+        addresses = check_destination(job.reply_to)
+    except CallbackRefused as refused:
+        # Permanent: retrying will not make the address public.
+        record(job, number, None, str(refused))
+        return
+    status_code, error = attempt(job, addresses, number)
+    record(job, number, status_code, error)
+    if error and number < Conf.CALLBACK_ATTEMPTS:
+        schedule_retry(job, number)
+
+
+def record(job: Job, number: int, status_code: int | None, error: str) -> CallbackAttempt:
+    """Keep one row per attempt, and log the failures."""
+    if error:
+        logger.warning("Callback %s of job %s to %s failed: %s", number, job.pk, job.reply_to, error)
+    return CallbackAttempt.objects.create(
+        job=job, number=number, status_code=status_code, error=error, delivered=not error
+    )
+
+
+def retry_delay(failed_number: int) -> timedelta:
+    """Exponential backoff after the given attempt failed: B, 2B, 4B, ..."""
+    return timedelta(seconds=Conf.CALLBACK_BACKOFF_SECONDS * 2 ** (failed_number - 1))
+
+
+def schedule_retry(job: Job, failed_number: int) -> Schedule:
+    """A one-off Schedule, not a sleep: a sleeping worker could run no image jobs meanwhile."""
+    following = failed_number + 1
+    return Schedule.objects.create(
+        name=f"Callback {following} of job {job.pk}",
+        func=TASK,
+        args=f"{job.pk}, {following}",
+        schedule_type=Schedule.ONCE,
+        repeats=-1,  # a ONCE schedule with negative repeats is deleted after it fires
+        next_run=timezone.now() + retry_delay(failed_number),
+    )
+
+
+def queue_callback(job: Job) -> None:
+    """Enqueue the first delivery when a job ends; call after its final state is committed."""
+    if job.reply_to:
+        async_task(TASK, job.pk)

@@ -1,0 +1,245 @@
+"""Jobs, the images they read, API keys and callback deliveries."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, models
+from django.utils import timezone
+
+from agents.models import Agent
+
+
+class State(models.TextChoices):
+    """AI Server's job states (ServiceStack's BackgroundJobState)."""
+
+    QUEUED = "Queued"
+    STARTED = "Started"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+FINISHED = {State.COMPLETED, State.FAILED, State.CANCELLED}
+# Started -> Queued is a retry on another agent; a finished job goes back to
+# Queued only when someone asks to run it again.
+TRANSITIONS: dict[str, set[str]] = {
+    State.QUEUED: {State.STARTED, State.FAILED, State.CANCELLED},
+    State.STARTED: {State.QUEUED, State.COMPLETED, State.FAILED, State.CANCELLED},
+    State.COMPLETED: {State.QUEUED},
+    State.FAILED: {State.QUEUED},
+    State.CANCELLED: {State.QUEUED},
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+class Api(models.TextChoices):
+    IMAGE_TO_TEXT = "ImageToText"
+    OLLAMA_GENERATION = "OllamaGeneration"
+
+
+def image_path(image: StoredImage, filename: str) -> str:
+    return f"images/{image.sha256[:2]}/{image.sha256}{image.extension}"
+
+
+class StoredImage(models.Model):
+    """An uploaded image, kept once per content hash however often it is sent."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(upload_to=image_path, max_length=200)
+    content_type = models.CharField(max_length=50)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size = models.PositiveIntegerField(help_text="Bytes as uploaded.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "image"
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} ({self.width}×{self.height})"
+
+    @property
+    def extension(self) -> str:
+        return {"image/png": ".png", "image/gif": ".gif", "image/webp": ".webp"}.get(self.content_type, ".jpg")
+
+
+def new_ref_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def owned_by(self, user: Any) -> JobQuerySet:
+        return self.filter(owner=user)
+
+    def active(self) -> JobQuerySet:
+        return self.exclude(state__in=FINISHED)
+
+
+class Job(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    api = models.CharField(max_length=30, choices=Api.choices, default=Api.IMAGE_TO_TEXT)
+    ref_id = models.CharField("ref id", max_length=100, default=new_ref_id)
+    tag = models.CharField(max_length=100, blank=True)
+
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED, editable=False)
+    status = models.CharField(max_length=200, blank=True, help_text="What is happening now, in words.")
+
+    image = models.ForeignKey(StoredImage, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    model = models.CharField(max_length=200)
+    prompt = models.TextField(blank=True)
+    florence_task = models.CharField(max_length=50, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Extra backend options (Ollama generate fields).")
+
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    tried_agents = models.JSONField(default=list, blank=True)
+
+    output = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="The backend's final reply.")
+    error_code = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+
+    reply_to = models.URLField(max_length=2000, blank=True)
+    reply_state = models.CharField(max_length=2000, blank=True, help_text="The client's State, echoed in the callback.")
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "ref_id"], name="one_ref_id_per_owner")]
+        indexes = [models.Index(fields=["state", "created_at"]), models.Index(fields=["agent", "state"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} ({self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or to now while running)."""
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    def move_to(self, state: str, **fields: Any) -> None:
+        """The one place a job changes state: checked, timestamped and saved together.
+
+        The update is conditional on the state we read, so a worker finishing a
+        job cannot overwrite a cancellation that happened meanwhile.
+        """
+        previous = self.state
+        if state not in TRANSITIONS[previous]:
+            raise InvalidTransition(f"A {previous} job cannot become {state}")
+        now = timezone.now()
+        changes: dict[str, Any] = {"state": state, "status": fields.pop("status", state)}
+        if state == State.STARTED:
+            changes.update(started_at=now, finished_at=None)
+        elif state in FINISHED:
+            changes["finished_at"] = now
+        changes.update(fields)
+        if not Job.objects.filter(pk=self.pk, state=previous).update(**changes):
+            self.refresh_from_db()
+            raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+
+class FailedJob(Job):
+    """Failed jobs, for their own admin view."""
+
+    class Meta:
+        proxy = True
+
+
+class ApiKey(models.Model):
+    """A bearer key for the API. Only its hash is stored; the key is shown once."""
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=12, editable=False, help_text="The start of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    restrict_to = models.JSONField(
+        default=list, blank=True, help_text='API names this key may call, e.g. ["ImageToText"]. Empty: all.'
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, owner: Any, name: str, **fields: Any) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the key itself, which is not stored."""
+        key = "ak-" + secrets.token_urlsafe(32)
+        row = cls.objects.create(owner=owner, name=name, prefix=key[:10], key_hash=cls.hash(key), **fields)
+        return row, key
+
+    @property
+    def usable(self) -> bool:
+        now = timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def allows(self, api: str) -> bool:
+        return not self.restrict_to or api in self.restrict_to
+
+
+class CallbackAttempt(models.Model):
+    """One try at POSTing a finished job to its ReplyTo URL."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="callback_attempts")
+    number = models.PositiveSmallIntegerField()
+    attempted_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    delivered = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["job", "number"]
+
+    def __str__(self) -> str:
+        return f"Callback {self.number} of job {self.job_id}"
+
+
+def store_image(data: bytes, content_type: str, width: int, height: int) -> tuple[StoredImage, bool]:
+    """Keep uploaded bytes once per content hash; True when they were new."""
+    digest = hashlib.sha256(data).hexdigest()
+    existing = StoredImage.objects.filter(sha256=digest).first()
+    if existing:
+        return existing, False
+    image = StoredImage(sha256=digest, content_type=content_type, width=width, height=height, size=len(data))
+    image.file.save("upload", ContentFile(data), save=False)
+    try:
+        image.save()
+    except IntegrityError:
+        # The same bytes arrived twice at once; keep the first row, drop our copy.
+        image.file.delete(save=False)
+        return StoredImage.objects.get(sha256=digest), False
+    return image, True

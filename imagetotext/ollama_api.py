@@ -1,0 +1,187 @@
+"""Ollama's generate API, so Ollama clients can point at this server, plus AI Server's queued variant."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from aiserver.responses import lower_keys
+from imagetotext.api import find_job, reply_to, wait_until_finished
+from imagetotext.auth import api_view
+from imagetotext.conf import Conf
+from imagetotext.images import ImageRejected, read_upload
+from imagetotext.jobs import JobRefused, JobRequest, submit_upload
+from imagetotext.live import job_group
+from imagetotext.models import Api, Job, State
+from imagetotext.wire import BadRequest, json_body, methods, reply, text_field
+
+# Ollama generate fields passed through to the backend as they are.
+PASSED_THROUGH = ("options", "system", "format", "keep_alive", "template", "suffix", "raw", "think")
+
+
+@csrf_exempt
+@methods("POST")
+@api_view("OllamaGeneration")
+async def ollama_generation(request: HttpRequest) -> HttpResponse:
+    """POST /api/generate (streams by default, like Ollama) and /api/OllamaGeneration (does not)."""
+    try:
+        body = json_body(request)
+        stream = body.get("stream", request.path.endswith("/generate"))
+        if not isinstance(stream, bool):
+            raise BadRequest("stream must be true or false", "stream")
+        job = await sync_to_async(accept_generation)(request, body)
+    except (BadRequest, JobRefused, ImageRejected) as error:
+        return ollama_error(error)
+    if stream:
+        return StreamingHttpResponse(stream_job(job.pk), content_type="application/x-ndjson")
+    job = await wait_until_finished(job.pk, Conf.SYNC_WAIT_SECONDS)
+    if job.state == State.COMPLETED:
+        return JsonResponse(generate_reply(job))
+    message = job.error or f"The job did not finish within {Conf.SYNC_WAIT_SECONDS:g} s"
+    return JsonResponse(error_body(message, job.error_code or "Timeout"), status=500)
+
+
+@csrf_exempt
+@methods("POST")
+@api_view("QueueOllamaGeneration")
+def queue_ollama_generation(request: HttpRequest) -> JsonResponse:
+    """{request: {...generate...}, refId, replyTo, tag} -> {id, refId, statusUrl}."""
+    try:
+        fields = lower_keys(json_body(request))
+        inner = fields.get("request")
+        if not isinstance(inner, dict):
+            raise BadRequest("Request must hold an Ollama generate request", "Request")
+        job = accept_generation(request, inner, fields, queued=True)
+    except (BadRequest, JobRefused, ImageRejected) as error:
+        return ollama_error(error)
+    url = request.build_absolute_uri(reverse("get-ollama-generation-status") + f"?RefId={job.ref_id}")
+    return reply({"id": job.pk, "refId": job.ref_id, "statusUrl": url})
+
+
+@methods("GET")
+@api_view("GetOllamaGenerationStatus")
+def get_ollama_generation_status(request: HttpRequest) -> JsonResponse:
+    try:
+        job = find_job(request)
+    except BadRequest as error:
+        return error.response()
+    body: dict[str, Any] = {"jobId": job.pk, "refId": job.ref_id, "jobState": job.state, "status": job.status or job.state}
+    if job.state == State.COMPLETED:
+        body["result"] = generate_reply(job)
+    elif job.finished:
+        body["responseStatus"] = {"errorCode": job.error_code, "message": job.error, "errors": []}
+    return reply(body)
+
+
+def accept_generation(
+    request: HttpRequest, generate: dict[str, Any], fields: dict[str, Any] | None = None, queued: bool = False
+) -> Job:
+    """Turn an Ollama generate request (one image) into a job."""
+    fields = fields if fields is not None else lower_keys(generate)
+    image = read_upload(decode_image(generate.get("images")))
+    job_request = JobRequest(
+        owner=request.owner, api_key=request.api_key, image=None, api=Api.OLLAMA_GENERATION,  # type: ignore[attr-defined]
+        model=text_field(generate, "model", 200), prompt=text_field(generate, "prompt"),
+        options={key: generate[key] for key in PASSED_THROUGH if key in generate},
+        ref_id=text_field(fields, "RefId", 100), tag=text_field(fields, "Tag", 100),
+    )
+    if not job_request.model:
+        raise BadRequest("model is required", "model")
+    if queued:
+        job_request.reply_to = reply_to(request, fields)
+    return submit_upload(job_request, image)
+
+
+def decode_image(images: Any) -> bytes:
+    """The one base64 image of the request, decoded as strictly as Ollama does."""
+    if not isinstance(images, list) or not images:
+        raise BadRequest("images must hold one base64-encoded image", "images")
+    if len(images) > 1:
+        raise BadRequest("Send one image per request; a batch is one request per image", "images")
+    text = images[0]
+    if not isinstance(text, str):
+        raise BadRequest("images must hold base64 strings", "images")
+    if text.startswith("data:"):
+        raise BadRequest("illegal base64 data at input byte 4 (send raw base64, without a data: prefix)", "images")
+    try:
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadRequest(f"illegal base64 data: {error}", "images") from None
+
+
+def generate_reply(job: Job) -> dict[str, Any]:
+    """What Ollama answers to stream:false, from the backend's own final reply where there is one."""
+    raw = dict(job.result or {})
+    raw.pop("response", None)
+    body: dict[str, Any] = {"model": job.model, "created_at": timestamp(job), "response": job.output, "done": True}
+    body["done_reason"] = raw.pop("done_reason", "stop")
+    body.update({key: value for key, value in raw.items() if key not in {"model", "created_at", "done"}})
+    if "total_duration" not in body and job.duration is not None:
+        body["total_duration"] = int(job.duration * 1e9)
+    return body
+
+
+async def stream_job(job_id: int) -> AsyncIterator[bytes]:
+    """NDJSON chunks as the model writes, then Ollama's done:true chunk (or an error line)."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(job_group(job_id), channel)
+    sent = ""
+    try:
+        while True:
+            event = await next_event(layer, channel)
+            job = await Job.objects.aget(pk=job_id)
+            text = event.get("text", "") if event else ""
+            if not job.finished and text.startswith(sent) and len(text) > len(sent):
+                yield line({"model": job.model, "created_at": timestamp(job), "response": text[len(sent):], "done": False})
+                sent = text
+            if job.finished:
+                yield final_line(job, sent)
+                return
+    finally:
+        await layer.group_discard(job_group(job_id), channel)
+
+
+async def next_event(layer: Any, channel: str) -> dict[str, Any] | None:
+    """The next live update, or None after a short while (then the database is read anyway)."""
+    try:
+        return await asyncio.wait_for(layer.receive(channel), timeout=0.5)
+    except asyncio.TimeoutError:
+        return None
+
+
+def final_line(job: Job, sent: str) -> bytes:
+    if job.state != State.COMPLETED:
+        return line(error_body(job.error or f"The job was {job.state.lower()}", job.error_code))
+    final = generate_reply(job)
+    final["response"] = job.output[len(sent):] if job.output.startswith(sent) else job.output
+    return line(final)
+
+
+def line(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode() + b"\n"
+
+
+def timestamp(job: Job) -> str:
+    moment = job.finished_at or job.started_at or job.created_at
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def error_body(message: str, code: str = "") -> dict[str, Any]:
+    """Ollama's {"error": ...} plus AI Server's responseStatus, so both kinds of client understand."""
+    return {"error": message, "responseStatus": {"errorCode": code or "Exception", "message": message, "errors": []}}
+
+
+def ollama_error(error: BadRequest | JobRefused | ImageRejected) -> JsonResponse:
+    code = getattr(error, "code", "ArgumentException")
+    return JsonResponse(error_body(error.message, code), status=error.status)
