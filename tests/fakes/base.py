@@ -54,6 +54,10 @@ class FakeServer:
     def __init__(self, *, latency: float = 0.0, mode: str = "ok") -> None:
         self.latency = latency
         self.requests: list[RecordedRequest] = []
+        # Requests being answered right now, and the most there ever were at once,
+        # so tests can check that a client never exceeds its concurrency.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port: int = 0
         self._mode = self._checked_mode(mode)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -220,12 +224,16 @@ class FakeServer:
             return self.failure_response()
         if self._mode == "drop" and request.path not in self.streaming_paths:
             return self.drop_connection(request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await handler(request)
         except web.HTTPException as exc:
             if request.match_info.http_exception is None:
                 raise
             return self.route_miss_response(request, exc)
+        finally:
+            self.in_flight -= 1
 
     async def _record(self, request: web.Request) -> None:
         recorded = RecordedRequest(
