@@ -11,9 +11,13 @@ def error_response(
     status: int, message: str, error_code: str = "ArgumentException", field: str = ""
 ) -> JsonResponse:
     """{responseStatus: {errorCode, message, errors}} with the given HTTP status."""
+    return JsonResponse({"responseStatus": response_status(message, error_code, field)}, status=status)
+
+
+def response_status(message: str, error_code: str = "ArgumentException", field: str = "") -> dict[str, object]:
+    """ServiceStack's ResponseStatus; a field error is listed when the fault is one field's."""
     errors = [{"errorCode": error_code, "fieldName": field, "message": message}] if field else []
-    body = {"responseStatus": {"errorCode": error_code, "message": message, "errors": errors}}
-    return JsonResponse(body, status=status)
+    return {"errorCode": error_code, "message": message, "errors": errors}
 
 
 def query_value(request: HttpRequest, name: str) -> str | None:

@@ -181,6 +181,13 @@ AGENT_CHECK_TIMEOUT = env_int("AGENT_CHECK_TIMEOUT", 10, minimum=1)
 # The built-in OCR agent runs in the workers; LOCAL_AGENT=0 switches it off.
 LOCAL_AGENT = env_bool("LOCAL_AGENT", True)
 
+# Image to Text (imagetotext/conf.py reads these).
+IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000, minimum=10_000)
+SYNC_WAIT_SECONDS = env_int("SYNC_WAIT_SECONDS", 300, minimum=1)
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=0)
+CALLBACK_ALLOW_PRIVATE = env_bool("CALLBACK_ALLOW_PRIVATE", False)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -11,7 +11,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from aiserver.responses import error_response
+from aiserver.responses import error_response, response_status
 from imagetotext.auth import api_view
 from imagetotext.callbacks import CallbackRefused, check_destination
 from imagetotext.conf import Conf
@@ -71,7 +71,7 @@ def get_text_generation_status(request: HttpRequest) -> JsonResponse:
     if job.state == State.COMPLETED:
         body["results"] = [{"text": job.output}]
     elif job.finished:
-        body["responseStatus"] = {"errorCode": job.error_code, "message": job.error, "errors": []}
+        body["responseStatus"] = response_status(job.error, job.error_code)
     return reply(body)
 
 

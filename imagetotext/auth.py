@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -18,6 +19,8 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from aiserver.responses import error_response
+from imagetotext import ratelimit
+from imagetotext.conf import Conf
 from imagetotext.models import ApiKey
 
 # Recording every use would turn each API read into a write.
@@ -76,7 +79,7 @@ def authenticate(request: HttpRequest, api: str) -> HttpResponse | None:
     assert key is not None
     note_use(key)
     request.owner, request.api_key = key.owner, key  # type: ignore[attr-defined]
-    return None
+    return limited(f"key:{key.pk}")
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -109,7 +112,17 @@ def accept_session(request: HttpRequest) -> HttpResponse | None:
     if reason is not None:
         return error_response(403, f"CSRF verification failed: {reason}", "Forbidden")
     request.owner, request.api_key = request.user, None  # type: ignore[attr-defined]
-    return None
+    return limited(f"user:{request.user.pk}")
+
+
+def limited(caller: str) -> HttpResponse | None:
+    """A 429 with Retry-After once a caller has spent its requests for the minute."""
+    wait = ratelimit.take(caller, Conf.RATE_LIMIT_PER_MINUTE)
+    if not wait:
+        return None
+    response = error_response(429, "Too many requests; slow down and retry later", "TooManyRequests")
+    response["Retry-After"] = str(math.ceil(wait))
+    return response
 
 
 class CsrfCheck(CsrfViewMiddleware):

@@ -34,6 +34,9 @@ class Conf:
     # How often streamed text is published while a model writes.
     STREAM_PUBLISH_SECONDS: float = 0.15
 
+    # API requests per minute for each key or signed-in user; 0 switches the limit off.
+    RATE_LIMIT_PER_MINUTE: int = getattr(settings, "API_RATE_LIMIT_PER_MINUTE", 600)
+
     # Callbacks
     CALLBACK_ATTEMPTS: int = getattr(settings, "CALLBACK_ATTEMPTS", 5)
     CALLBACK_BACKOFF_SECONDS: float = getattr(settings, "CALLBACK_BACKOFF_SECONDS", 2.0)

@@ -243,3 +243,14 @@ def store_image(data: bytes, content_type: str, width: int, height: int) -> tupl
         image.file.delete(save=False)
         return StoredImage.objects.get(sha256=digest), False
     return image, True
+
+
+class TokenBucket(models.Model):
+    """One row per rate-limited caller, refilled by elapsed time (no cache server needed)."""
+
+    key = models.CharField(max_length=100, unique=True)
+    tokens = models.FloatField()
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.key

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from aiserver.responses import lower_keys
+from aiserver.responses import lower_keys, response_status
 from imagetotext.api import find_job, reply_to, wait_until_finished
 from imagetotext.auth import api_view
 from imagetotext.conf import Conf
@@ -79,7 +79,7 @@ def get_ollama_generation_status(request: HttpRequest) -> JsonResponse:
     if job.state == State.COMPLETED:
         body["result"] = generate_reply(job)
     elif job.finished:
-        body["responseStatus"] = {"errorCode": job.error_code, "message": job.error, "errors": []}
+        body["responseStatus"] = response_status(job.error, job.error_code)
     return reply(body)
 
 
@@ -177,11 +177,11 @@ def timestamp(job: Job) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def error_body(message: str, code: str = "") -> dict[str, Any]:
+def error_body(message: str, code: str = "", field: str = "") -> dict[str, Any]:
     """Ollama's {"error": ...} plus AI Server's responseStatus, so both kinds of client understand."""
-    return {"error": message, "responseStatus": {"errorCode": code or "Exception", "message": message, "errors": []}}
+    return {"error": message, "responseStatus": response_status(message, code or "Exception", field)}
 
 
 def ollama_error(error: BadRequest | JobRefused | ImageRejected) -> JsonResponse:
-    code = getattr(error, "code", "ArgumentException")
-    return JsonResponse(error_body(error.message, code), status=error.status)
+    field = getattr(error, "field", "") or ("images" if isinstance(error, ImageRejected) else "")
+    return JsonResponse(error_body(error.message, error.code, field), status=error.status)
