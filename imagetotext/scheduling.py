@@ -24,8 +24,8 @@ def dispatch() -> list[int]:
     with transaction.atomic():
         assigned = assign_waiting_jobs()
     for job_id, owner_id in assigned:
+        publish_change(job_id, owner_id, State.QUEUED)  # now waiting on a named agent
         async_task("imagetotext.tasks.run_job", job_id, task_name=f"job-{job_id}")
-        publish_change(job_id, owner_id, State.QUEUED)
     return [job_id for job_id, _ in assigned]
 
 
