@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
 
 from agents.models import AgentModel, AgentModelQuerySet, Kind
-from aiserver.responses import error_response, parse_bool, query_value
+from aiserver.responses import error_response, methods, parse_bool, query_value
 
 # AI Server's provider names, so its clients can filter the way they always have.
 PROVIDER_ALIASES = {"ollamaaiprovider": Kind.OLLAMA, "comfy": Kind.COMFYUI}
 
 
-@require_GET
+@methods("GET")
 def active_ai_models(request: HttpRequest) -> JsonResponse:
     models = AgentModel.objects.usable().select_related("agent")
     vision = query_value(request, "Vision")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from asgiref.sync import iscoroutinefunction
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 
 def error_response(
@@ -25,7 +28,7 @@ def query_value(request: HttpRequest, name: str) -> str | None:
     return lower_keys(request.GET).get(name.lower())
 
 
-def lower_keys(params: Mapping[str, str]) -> dict[str, str]:
+def lower_keys(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key.lower(): value for key, value in params.items()}
 
 
@@ -37,3 +40,31 @@ def parse_bool(value: str) -> bool | None:
     if lowered in {"false", "0", "no", "off"}:
         return False
     return None
+
+
+def methods(*allowed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like require_http_methods, but the 405 carries responseStatus. Works on async views too."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        def refused(request: HttpRequest) -> HttpResponse | None:
+            if request.method in allowed:
+                return None
+            response = error_response(405, f"{request.method} is not allowed here", "NotSupportedException")
+            response["Allow"] = ", ".join(allowed)
+            return response
+
+        if iscoroutinefunction(view):
+
+            @wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                return refused(request) or await view(request, *args, **kwargs)
+
+            return async_wrapper
+
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return refused(request) or view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate

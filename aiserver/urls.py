@@ -4,10 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+handler500 = "aiserver.views.server_error"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/ImageToText", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include("agents.urls")),
     path("api/", include("imagetotext.api_urls")),
+    path("api/", include("imagetotext.docs_urls")),
     path("", include("imagetotext.urls")),
 ]

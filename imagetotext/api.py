@@ -11,14 +11,14 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from aiserver.responses import error_response, response_status
+from aiserver.responses import error_response, methods, response_status
 from imagetotext.auth import api_view
 from imagetotext.callbacks import CallbackRefused, check_destination
 from imagetotext.conf import Conf
 from imagetotext.images import ImageRejected, read_upload
 from imagetotext.jobs import JobRefused, JobRequest, submit_upload
 from imagetotext.models import Job, State
-from imagetotext.wire import BadRequest, fields_of, methods, reply, text_field, uploaded_image, xsd_duration
+from imagetotext.wire import BadRequest, fields_of, reply, text_field, uploaded_image, xsd_duration
 
 POLL_SECONDS = 0.2
 

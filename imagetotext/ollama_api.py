@@ -6,7 +6,8 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -15,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from aiserver.responses import lower_keys, response_status
+from aiserver.responses import lower_keys, methods, response_status
 from imagetotext.api import find_job, reply_to, wait_until_finished
 from imagetotext.auth import api_view
 from imagetotext.conf import Conf
@@ -23,13 +24,34 @@ from imagetotext.images import ImageRejected, read_upload
 from imagetotext.jobs import JobRefused, JobRequest, submit_upload
 from imagetotext.live import job_group
 from imagetotext.models import Api, Job, State
-from imagetotext.wire import BadRequest, json_body, methods, reply, text_field
+from imagetotext.wire import BadRequest, json_body, reply, text_field
 
+OLLAMA_METRICS = (
+    "context", "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+    "eval_count", "eval_duration",
+)
 # Ollama generate fields passed through to the backend as they are.
 PASSED_THROUGH = ("options", "system", "format", "keep_alive", "template", "suffix", "raw", "think")
 
 
+def with_error_member(view: Callable[..., Awaitable[HttpResponse]]) -> Callable[..., Awaitable[HttpResponse]]:
+    """Ollama clients read {"error": ...}; give every refusal one, auth and method checks included."""
+
+    @wraps(view)
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = await view(request, *args, **kwargs)
+        if response.status_code >= 400 and response.get("Content-Type") == "application/json":
+            body = json.loads(response.content)
+            if "error" not in body and "responseStatus" in body:
+                body["error"] = body["responseStatus"]["message"]
+                response.content = json.dumps(body).encode()
+        return response
+
+    return wrapper
+
+
 @csrf_exempt
+@with_error_member
 @methods("POST")
 @api_view("OllamaGeneration")
 async def ollama_generation(request: HttpRequest) -> HttpResponse:
@@ -87,7 +109,8 @@ def accept_generation(
     request: HttpRequest, generate: dict[str, Any], fields: dict[str, Any] | None = None, queued: bool = False
 ) -> Job:
     """Turn an Ollama generate request (one image) into a job."""
-    fields = fields if fields is not None else lower_keys(generate)
+    generate = lower_keys(generate)
+    fields = fields if fields is not None else generate
     image = read_upload(decode_image(generate.get("images")))
     job_request = JobRequest(
         owner=request.owner, api_key=request.api_key, image=None, api=Api.OLLAMA_GENERATION,  # type: ignore[attr-defined]
@@ -120,12 +143,12 @@ def decode_image(images: Any) -> bytes:
 
 
 def generate_reply(job: Job) -> dict[str, Any]:
-    """What Ollama answers to stream:false, from the backend's own final reply where there is one."""
-    raw = dict(job.result or {})
-    raw.pop("response", None)
+    """What Ollama answers to stream:false, with the backend's metrics when it was an Ollama."""
+    raw = job.result or {}
     body: dict[str, Any] = {"model": job.model, "created_at": timestamp(job), "response": job.output, "done": True}
-    body["done_reason"] = raw.pop("done_reason", "stop")
-    body.update({key: value for key, value in raw.items() if key not in {"model", "created_at", "done"}})
+    body["done_reason"] = raw.get("done_reason", "stop")
+    # Only Ollama's own fields: other backends keep other things in their result.
+    body.update({key: raw[key] for key in OLLAMA_METRICS if key in raw})
     if "total_duration" not in body and job.duration is not None:
         body["total_duration"] = int(job.duration * 1e9)
     return body

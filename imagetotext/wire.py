@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, JsonResponse
 
 from aiserver.responses import error_response, lower_keys
 
@@ -82,37 +80,3 @@ def xsd_duration(seconds: float | None) -> str | None:
 def reply(body: dict[str, Any], status: int = 200) -> JsonResponse:
     """A JSON reply without the null members, as ServiceStack leaves them out."""
     return JsonResponse({key: value for key, value in body.items() if value is not None}, status=status)
-
-
-def methods(*allowed: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Like require_http_methods, but the 405 carries responseStatus. Works on async views too."""
-
-    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-        def refused(request: HttpRequest) -> HttpResponse | None:
-            if request.method in allowed:
-                return None
-            response = error_response(405, f"{request.method} is not allowed here", "NotSupportedException")
-            response["Allow"] = ", ".join(allowed)
-            return response
-
-        if is_async(view):
-
-            @wraps(view)
-            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-                return refused(request) or await view(request, *args, **kwargs)
-
-            return async_wrapper
-
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            return refused(request) or view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def is_async(view: Callable[..., Any]) -> bool:
-    from asgiref.sync import iscoroutinefunction
-
-    return iscoroutinefunction(view)

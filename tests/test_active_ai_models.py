@@ -78,3 +78,10 @@ def test_an_agent_coming_back_online_brings_its_models_back(client: Client) -> N
 
 def test_it_only_allows_get(client: Client) -> None:
     assert client.post("/api/ActiveAiModels").status_code == 405
+
+
+def test_a_wrong_method_is_a_405_with_response_status(client: Client) -> None:
+    response = client.post("/api/ActiveAiModels")
+
+    assert response["Allow"] == "GET"
+    assert response.json()["responseStatus"]["errorCode"] == "NotSupportedException"

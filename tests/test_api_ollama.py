@@ -144,3 +144,19 @@ def test_ollama_generation_needs_a_key(client: Client, b64) -> None:
     response = generate(client, model="llava:7b", prompt="x", images=[b64])
 
     assert response.status_code == 401
+
+
+def test_refusals_before_the_view_still_carry_an_ollama_error(client: Client, b64) -> None:
+    unauthorised = generate(client, "/api/generate", model="llava:7b", prompt="x", images=[b64])
+    wrong_method = client.get("/api/generate")
+
+    assert unauthorised.status_code == 401 and unauthorised.json()["error"] == "A valid API key is required"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "GET is not allowed here"
+
+
+@pytest.mark.usefixtures("jobs_run_inline")
+def test_keys_of_the_generate_request_are_read_in_any_case(api_client, ollama_agent, fake_ollama, b64) -> None:  # type: ignore[no-untyped-def]
+    response = generate(api_client, Model="llava:7b", Prompt="Shout", Images=[b64])
+
+    assert response.status_code == 200
+    assert response.json()["response"] == fake_ollama.reply_for("llava:7b", "Shout")
