@@ -7,6 +7,7 @@ shared through `get_engine()`; a dense page can push the process to about 1 GB.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class OcrEngine:
         started = time.perf_counter()
         self.load()
         pixels = to_bgr_array(image)
-        with self._lock:  # ONNX Runtime already uses every core; one image at a time is enough.
+        with self._lock:  # ONNX Runtime already uses this worker's cores; one image at a time.
             output = self._ocr(pixels)
         rows = reading_rows([line for line in raw_lines(output) if self.keeps(line)])
         text = "\n".join(" ".join(hit.text for hit in row) for row in rows)
@@ -137,6 +138,7 @@ def rapidocr_params(use_cls: bool, model_dir: Path) -> dict[str, Any]:
         "Global.log_level": "error",  # "no text found" is a normal outcome, not a warning
         "Det.limit_type": "max",
         "Det.limit_side_len": DETECTION_MAX_SIDE,
+        "EngineConfig.onnxruntime.intra_op_num_threads": threads_per_worker(),
     }
     for section, name in MODEL_FILES.items():
         path = model_dir / name
@@ -144,6 +146,21 @@ def rapidocr_params(use_cls: bool, model_dir: Path) -> dict[str, Any]:
             raise FileNotFoundError(f"RapidOCR model missing: {path} (is rapidocr pinned?)")
         params[f"{section}.model_path"] = str(path)
     return params
+
+
+def threads_per_worker() -> int:
+    """This worker's share of the cores for ONNX Runtime; -1 (its default, every core) for a sole worker.
+
+    Each django-q2 worker loads its own engine, and by default each would use every core:
+    two busy workers on two cores then read about half as many pages a second as with one
+    thread each (benchmarks/bench_local_agent.py).
+    """
+    from django.conf import settings
+
+    if not (settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
+        return -1
+    cores, workers = os.cpu_count() or 1, int(settings.Q_CLUSTER.get("workers", 1))  # type: ignore[call-overload]
+    return max(1, cores // workers) if workers > 1 else -1
 
 
 def to_bgr_array(image: Image.Image) -> np.ndarray:

@@ -1,7 +1,11 @@
-"""WebSocket routes. The live job updates of the page are added here."""
+"""WebSocket routes: the live job cards of the Image to Text page."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from imagetotext.consumers import JobsConsumer
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/jobs/", JobsConsumer.as_asgi()),
+]

@@ -52,14 +52,17 @@ class JobRequest:
 
 
 def resolve_model(requested: str) -> AgentModel:
-    """The offered model a request names: exact, Ollama's ':latest', or a Florence short name.
+    """The model a request names: exact, Ollama's ':latest', or a Florence short name.
 
-    No model means Florence-2 on ComfyUI, as in AI Server.
+    No model means Florence-2 on ComfyUI, as in AI Server. Models of disabled or
+    offline agents are still found, so that the caller hears "no active agent" (405).
     """
-    offered = AgentModel.objects.filter(agent__enabled=True).exclude(task=Task.TEXT).select_related("agent")
+    known = AgentModel.objects.exclude(task=Task.TEXT).select_related("agent")
+    known = known.order_by("-agent__enabled", "-agent__online", "-agent__priority")
     if not requested:
-        florence = offered.filter(task=Task.FLORENCE2)
-        match = florence.filter(name=Conf.DEFAULT_FLORENCE_MODEL).first() or florence.first()
+        florence = known.filter(task=Task.FLORENCE2)
+        usable = florence.filter(agent__enabled=True, agent__online=True)
+        match = usable.filter(name=Conf.DEFAULT_FLORENCE_MODEL).first() or usable.first() or florence.first()
         if match is None:
             raise JobRefused(
                 "No model was named and no ComfyUI agent offers Florence-2; name a model from /api/ActiveAiModels",
@@ -67,9 +70,9 @@ def resolve_model(requested: str) -> AgentModel:
             )
         return match
     for name in (requested, f"{requested}:latest"):
-        if match := offered.filter(name=name).order_by("-agent__online").first():
+        if match := known.filter(name=name).first():
             return match
-    if match := offered.filter(name__endswith="/" + requested).first():
+    if match := known.filter(name__endswith="/" + requested).first():
         return match
     if AgentModel.objects.filter(name=requested, task=Task.TEXT).exists():
         raise JobRefused(f"The model {requested} cannot read images", 400, "ArgumentException", "Model")

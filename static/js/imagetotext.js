@@ -1,0 +1,275 @@
+// The Image to Text page: images waiting to be sent, presets, and the live job cards.
+// Cards arrive as HTML (page load, htmx responses, the WebSocket); this file only
+// keeps them in order and up to date, it never builds one.
+(function () {
+  "use strict";
+
+  // --- images waiting to be sent ---------------------------------------------
+
+  // Each item is {file} for a new image or {again, thumb} for a stored one run again.
+  const pending = [];
+
+  function syncFileInput(form) {
+    const transfer = new DataTransfer();
+    pending.filter((item) => item.file).forEach((item) => transfer.items.add(item.file));
+    form.querySelector("#images").files = transfer.files;
+  }
+
+  function renderPending(form) {
+    const list = form.querySelector("#pending");
+    list.replaceChildren(...pending.map((item, index) => pendingItem(form, item, index)));
+    form.querySelectorAll("input[name=again]").forEach((input) => input.remove());
+    pending.filter((item) => item.again).forEach((item) => {
+      const input = document.createElement("input");
+      Object.assign(input, { type: "hidden", name: "again", value: item.again });
+      form.appendChild(input);
+    });
+    syncFileInput(form);
+  }
+
+  function pendingItem(form, item, index) {
+    const li = document.createElement("li");
+    const img = document.createElement("img");
+    img.src = item.thumb;
+    img.alt = item.file ? `Preview of ${item.file.name}` : `The image of request ${item.again}`;
+    const name = document.createElement("span");
+    name.className = "pending-name";
+    name.textContent = item.file ? item.file.name : `Request ${item.again}, again`;
+    const remove = document.createElement("button");
+    Object.assign(remove, { type: "button", className: "button button--quiet", textContent: "Remove" });
+    remove.setAttribute("aria-label", `Remove ${name.textContent}`);
+    remove.addEventListener("click", () => {
+      const [gone] = pending.splice(index, 1);
+      if (gone.file) URL.revokeObjectURL(gone.thumb);
+      renderPending(form);
+      form.querySelector("#images").focus();
+    });
+    li.append(img, name, remove);
+    return li;
+  }
+
+  function addFiles(form, files) {
+    for (const file of files) {
+      pending.push({ file, thumb: URL.createObjectURL(file) });
+    }
+    renderPending(form);
+  }
+
+  function clearPending(form) {
+    pending.filter((item) => item.file).forEach((item) => URL.revokeObjectURL(item.thumb));
+    pending.length = 0;
+    renderPending(form);
+  }
+
+  function setUpDropzone(form) {
+    const input = form.querySelector("#images");
+    const zone = form.querySelector("#dropzone");
+    input.addEventListener("change", () => {
+      const chosen = [...input.files].filter((file) => !pending.some((item) => item.file === file));
+      addFiles(form, chosen);
+    });
+    zone.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      zone.classList.add("dropzone--over");
+    });
+    zone.addEventListener("dragleave", () => zone.classList.remove("dropzone--over"));
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      zone.classList.remove("dropzone--over");
+      addFiles(form, event.dataTransfer.files);
+    });
+    document.addEventListener("paste", (event) => {
+      const files = [...(event.clipboardData?.files || [])].filter((file) => file.type.startsWith("image/"));
+      if (files.length) {
+        event.preventDefault();
+        addFiles(form, files.map((file, i) => renamed(file, i)));
+      }
+    });
+  }
+
+  // Pasted screenshots are all called "image.png"; give them names one can tell apart.
+  function renamed(file, index) {
+    if (file.name && file.name !== "image.png") return file;
+    const stamp = new Date().toISOString().slice(11, 19).replaceAll(":", "");
+    const extension = file.type.split("/")[1] || "png";
+    return new File([file], `pasted-${stamp}-${index + 1}.${extension}`, { type: file.type });
+  }
+
+  // --- model and presets -----------------------------------------------------
+
+  function setUpPresets(form) {
+    const model = form.querySelector("#model");
+    const prompt = form.querySelector("#prompt");
+    const help = form.querySelector("#prompt-help");
+    const presets = [...form.querySelectorAll("input[name=preset]")];
+    const defaultHelp = help.textContent;
+
+    function update() {
+      const option = model.selectedOptions[0];
+      const task = option ? option.dataset.task : "vision";
+      presets.forEach((radio) => {
+        radio.disabled = task === "ocr" && radio.value !== "text";
+      });
+      if (task === "ocr") presets.find((radio) => radio.value === "text").checked = true;
+      const chosen = presets.find((radio) => radio.checked);
+      prompt.disabled = task !== "vision";
+      if (task === "florence2") {
+        const tasks = (option.dataset.florenceTasks || "").split(" ");
+        const florence = chosen.value === "tags" && tasks.includes("prompt_gen_tags") ? "prompt_gen_tags" : chosen.dataset.florenceTask;
+        help.textContent = `Florence-2 runs its task "${florence}" for this preset; it takes no prompt.`;
+      } else if (task === "ocr") {
+        help.textContent = "The local OCR model only extracts text; it takes no prompt.";
+      } else {
+        help.textContent = defaultHelp;
+      }
+    }
+
+    presets.forEach((radio) => radio.addEventListener("change", () => {
+      prompt.value = radio.dataset.prompt;
+      update();
+    }));
+    model.addEventListener("change", update);
+    prompt.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    update();
+  }
+
+  function setUpCompose() {
+    const form = document.getElementById("compose");
+    if (!form) return;
+    setUpDropzone(form);
+    setUpPresets(form);
+    form.addEventListener("htmx:afterRequest", (event) => {
+      if (event.detail.elt === form && event.detail.successful) clearPending(form);
+    });
+    // "Run again" on a card puts its stored image back in the form.
+    document.addEventListener("click", (event) => {
+      const button = event.target.closest("[data-again]");
+      if (!button) return;
+      if (!pending.some((item) => item.again === button.dataset.again)) {
+        pending.push({ again: button.dataset.again, thumb: button.dataset.thumb });
+        renderPending(form);
+      }
+      form.scrollIntoView({ behavior: "smooth", block: "start" });
+      form.querySelector("#model").focus();
+    });
+  }
+
+  // --- copy ------------------------------------------------------------------
+
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-copy-from]");
+    if (!button) return;
+    const text = document.getElementById(button.dataset.copyFrom).value;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      copyBySelection(text);
+    }
+    const label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => { button.textContent = label; }, 1500);
+  });
+
+  function copyBySelection(text) {
+    const area = Object.assign(document.createElement("textarea"), { value: text });
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+
+  // --- live cards ------------------------------------------------------------
+
+  function rendered(card) {
+    return parseFloat(card.dataset.rendered || "0");
+  }
+
+  function cardIn(fragment) {
+    if (fragment.matches && fragment.matches(".job-card")) return fragment;
+    return fragment.querySelector ? fragment.querySelector(".job-card") : null;
+  }
+
+  function announce(card) {
+    const title = card.querySelector(".job-title")?.textContent.trim();
+    const badge = card.querySelector(".badge")?.textContent.trim();
+    document.getElementById("announcer").textContent = `${title}: ${badge}`;
+  }
+
+  // A card rendered before the one on the page (a late htmx answer) must not replace it.
+  document.addEventListener("htmx:oobBeforeSwap", (event) => {
+    const incoming = cardIn(event.detail.fragment);
+    const existing = event.detail.target;
+    if (!incoming || !existing.matches(".job-card")) return;
+    if (rendered(incoming) < rendered(existing)) {
+      event.detail.shouldSwap = false;
+    } else if (incoming.dataset.state !== existing.dataset.state) {
+      announce(incoming);
+    }
+  });
+
+  // A card for a job the page does not show yet (sent from another tab, or its
+  // htmx answer is still on the way): wait a moment for that answer, then add it.
+  document.addEventListener("htmx:oobErrorNoTarget", (event) => {
+    const card = event.detail.content;
+    if (!card.matches || !card.matches(".job-card")) return;  // e.g. text of a card since finished
+    setTimeout(() => placeCard(card), 1000);
+  });
+
+  function placeCard(card) {
+    const existing = document.getElementById(card.id);
+    const list = document.getElementById("jobs");
+    if (existing && rendered(existing) >= rendered(card)) return;
+    if (existing) existing.replaceWith(card);
+    else if (list && !list.classList.contains("jobs--single")) list.prepend(card);
+    else return;
+    htmx.process(card);
+    announce(card);
+  }
+
+  // After cards were added by an htmx answer, keep one card per job: the newest rendering.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id !== "jobs") return;
+    const seen = new Map();
+    document.querySelectorAll("#jobs > .job-card").forEach((card) => {
+      const first = seen.get(card.id);
+      if (!first) {
+        seen.set(card.id, card);
+      } else if (rendered(card) > rendered(first)) {
+        first.replaceWith(card);
+        seen.set(card.id, card);
+      } else {
+        card.remove();
+      }
+    });
+  });
+
+  function setLiveStatus(state, text) {
+    const status = document.getElementById("live-status");
+    if (!status) return;
+    status.dataset.state = state;
+    status.textContent = text;
+  }
+  document.addEventListener("htmx:wsOpen", () => setLiveStatus("open", "live"));
+  document.addEventListener("htmx:wsClose", () => setLiveStatus("closed", "reconnecting…"));
+
+  // Running cards count their seconds from data-started between updates.
+  function tick() {
+    document.querySelectorAll(".elapsed[data-started]").forEach((span) => {
+      const started = Date.parse(span.dataset.started);
+      if (!Number.isNaN(started)) {
+        span.textContent = `${Math.max(0, Math.round((Date.now() - started) / 1000))} s`;
+      }
+    });
+  }
+  setInterval(tick, 1000);
+
+  document.addEventListener("DOMContentLoaded", () => {
+    setUpCompose();
+    tick();
+  });
+})();
