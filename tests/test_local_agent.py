@@ -236,3 +236,21 @@ def test_a_job_runs_with_the_network_blocked_and_never_tries_to_reach_it(
     assert attempts == []
     with pytest.raises(OSError):  # the block itself works
         socket.create_connection(("203.0.113.7", 80), timeout=1)
+
+
+def test_a_signed_in_user_gets_the_text_of_a_screenshot_on_the_page(client: Client, api_user: Any, local_agent: Agent) -> None:
+    client.force_login(api_user)
+    page = client.get("/ImageToText").content.decode()
+    assert "local/ocr" in page
+
+    client.post(
+        "/ImageToText/jobs",
+        {"images": [upload(encode(screenshot()), "screen.png")], "model": OCR_MODEL, "preset": "text"},
+        HTTP_HX_REQUEST="true",
+    )
+
+    job = Job.objects.get()
+    shown = client.get(f"/ImageToText/jobs/{job.pk}").content.decode()
+    assert job.state == "Completed" and job.agent == local_agent
+    assert word_recall(SCREENSHOT_WORDS, job.output) >= 0.9
+    assert all(word in shown for word in SCREENSHOT_WORDS.split()[:3])

@@ -173,3 +173,16 @@ def wait_for_all(server: LiveServer, headers: dict[str, str], ids: list[int], se
         time.sleep(0.3)
 
 
+
+
+def test_the_built_in_ocr_reads_a_screenshot_in_the_worker(server, key) -> None:  # type: ignore[no-untyped-def]
+    from tests.drawing import SCREENSHOT_WORDS, encode, screenshot, word_recall
+
+    client = servicestack_client(server, key)
+
+    response = client.post_file_with_request(
+        ImageToText(model="local/ocr"),
+        UploadFile(field_name="image", file_name="screen.png", content_type="image/png", stream=io.BytesIO(encode(screenshot()))),
+    )
+
+    assert word_recall(SCREENSHOT_WORDS, response.results[0].text) >= 0.9
