@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
+from agents.models import Task
 from imagetotext import jobs
 from imagetotext.forms import FLORENCE_TASK_LABELS, PRESETS, SubmitForm, model_groups, usable_models
 from imagetotext.images import ImageRejected, UploadedImage, read_upload, thumbnail as make_thumbnail
@@ -97,6 +98,8 @@ def render_page(request: HttpRequest, errors: list[str] | None = None, status: i
     recent = Job.objects.owned_by(request.user).select_related("image", "agent")[:CARDS_ON_PAGE]
     context = {
         "model_groups": model_groups(models),
+        # Only the built-in OCR (or nothing): say how to get captions and descriptions.
+        "needs_agent": all(choice.task == Task.OCR for choice in models.values()),
         "presets": PRESETS,
         "default_preset": PRESETS[1],
         "cards": mark_safe("".join(render_card(job) for job in recent)),  # noqa: S308 - rendered templates

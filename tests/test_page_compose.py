@@ -31,13 +31,24 @@ def test_it_groups_usable_models_by_backend(user_client, ollama_agent, comfy_age
     assert groups["Ollama vision models"] == ["gemma3:4b", "llava:7b"]  # not the text-only llama3.2
     assert "microsoft/Florence-2-base" in groups["Florence-2 on ComfyUI"]
     assert groups["Local OCR"] == ["local/ocr"]
-    assert "No model can take images right now" not in html
+    assert 'id="no-models"' not in html
 
 
 def test_models_of_offline_agents_are_not_offered(user_client, ollama_agent, comfy_agent):
     ollama_agent.mark_offline("connection refused")
     groups = optgroups(user_client.get("/ImageToText").content.decode())
     assert list(groups) == ["Florence-2 on ComfyUI"]
+
+
+def test_with_only_the_built_in_ocr_it_says_captions_need_another_agent(user_client):
+    local = Agent.objects.create(name="Built-in OCR", kind=Kind.LOCAL, online=True)
+    AgentModel.objects.create(agent=local, name="local/ocr", task=Task.OCR)
+
+    html = user_client.get("/ImageToText").content.decode()
+
+    assert optgroups(html) == {"Local OCR": ["local/ocr"]}
+    assert "Only text extraction is available" in html
+    assert "manage.py agent add ollama http://HOST:11434" in html
 
 
 def test_with_nothing_usable_it_says_so_and_how_to_add_an_agent(user_client):
