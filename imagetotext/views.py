@@ -23,6 +23,7 @@ from django.views.decorators.http import require_POST
 
 from agents.models import Task
 from imagetotext import jobs
+from imagetotext.conf import Conf
 from imagetotext.forms import FLORENCE_TASK_LABELS, PRESETS, SubmitForm, model_groups, usable_models
 from imagetotext.images import ImageRejected, UploadedImage, read_upload, thumbnail as make_thumbnail
 from imagetotext.markdown import render_markdown
@@ -141,6 +142,8 @@ def read_images(request: HttpRequest) -> tuple[list[UploadedImage | StoredImage]
     errors = []
     for upload in request.FILES.getlist("images"):
         try:
+            if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:  # refuse before reading it into memory
+                raise ImageRejected(f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge")
             images.append(read_upload(upload.read()))
         except ImageRejected as rejected:
             errors.append(f"{upload.name}: {rejected.message}")

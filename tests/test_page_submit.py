@@ -137,3 +137,13 @@ def test_jobs_run_and_the_card_shows_the_rendered_text(user_client, ollama_agent
     page = user_client.get("/ImageToText").content.decode()
     assert "A <strong>red</strong> square." in page
     assert "Copy text" in page
+
+
+def test_an_image_over_the_size_limit_is_refused_by_name(user_client, ollama_agent, monkeypatch):
+    from imagetotext.conf import Conf
+
+    monkeypatch.setattr(Conf, "MAX_UPLOAD_BYTES", 50)
+    response = user_client.post(URL, {"images": [png("red")], "model": "llava:7b"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 400
+    assert "red.png: The image is larger than" in response.content.decode()
+    assert Job.objects.count() == 0
