@@ -101,6 +101,21 @@ def comfy_agent(fake_comfyui):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def user_client(client, api_user):  # type: ignore[no-untyped-def]
+    """A browser-like client signed in as the API user."""
+    client.force_login(api_user)
+    return client
+
+
+@pytest.fixture
+def image(png_bytes: bytes):  # type: ignore[no-untyped-def]
+    """A stored image, as an upload leaves it."""
+    from imagetotext.models import store_image
+
+    return store_image(png_bytes, "image/png", 64, 48)[0]
+
+
+@pytest.fixture
 def png_bytes() -> bytes:
     from io import BytesIO
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from aiserver.asgi import application
 from imagetotext.live import publish_change, publish_text
-from imagetotext.models import Job, State, store_image
+from imagetotext.models import Job, State
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://127.0.0.1")
@@ -26,11 +26,6 @@ def in_memory_layer(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def bob(django_user_model):  # type: ignore[no-untyped-def]
     return django_user_model.objects.create_user("bob", password="pw-for-tests-only")
-
-
-@pytest.fixture
-def image(png_bytes):  # type: ignore[no-untyped-def]
-    return store_image(png_bytes, "image/png", 64, 48)[0]
 
 
 def socket_for(user) -> WebsocketCommunicator:  # type: ignore[no-untyped-def]

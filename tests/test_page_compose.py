@@ -11,12 +11,6 @@ from agents.models import Agent, AgentModel, Kind, Task
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def user_client(client, api_user):  # type: ignore[no-untyped-def]
-    client.force_login(api_user)
-    return client
-
-
 def optgroups(html: str) -> dict[str, list[str]]:
     groups = re.findall(r'<optgroup label="([^"]+)">(.*?)</optgroup>', html, re.S)
     return {label: re.findall(r'<option value="([^"]+)"', body) for label, body in groups}

@@ -9,20 +9,9 @@ import pytest
 from django.utils import timezone
 from PIL import Image
 
-from imagetotext.models import Job, State, StoredImage, store_image
+from imagetotext.models import Job, State, StoredImage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def user_client(client, api_user):  # type: ignore[no-untyped-def]
-    client.force_login(api_user)
-    return client
-
-
-@pytest.fixture
-def image(png_bytes):  # type: ignore[no-untyped-def]
-    return store_image(png_bytes, "image/png", 64, 48)[0]
 
 
 def done(owner, image, **fields):  # type: ignore[no-untyped-def]

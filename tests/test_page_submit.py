@@ -20,12 +20,6 @@ def png(colour: str) -> SimpleUploadedFile:
     return SimpleUploadedFile(f"{colour}.png", buffer.getvalue(), content_type="image/png")
 
 
-@pytest.fixture
-def user_client(client, api_user):  # type: ignore[no-untyped-def]
-    client.force_login(api_user)
-    return client
-
-
 def test_it_creates_one_job_per_image_and_returns_their_cards_newest_first(user_client, ollama_agent, api_user):
     response = user_client.post(
         URL, {"images": [png("red"), png("blue")], "model": "llava:7b", "preset": "caption", "prompt": "What is it?"},
