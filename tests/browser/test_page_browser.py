@@ -52,6 +52,21 @@ def paste_image(page: Page, data: bytes) -> None:
     )
 
 
+def drop_image(page: Page, data: bytes) -> None:
+    """What the browser does when a file is dragged from the desktop onto the drop zone."""
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            const zone = document.querySelector("#dropzone");
+            zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(data).decode(),
+    )
+
+
 def send(page: Page, model: str, preset: str) -> None:
     page.get_by_label("Model", exact=True).select_option(model)
     page.get_by_label(preset).check()
@@ -93,6 +108,22 @@ def test_images_by_picker_and_paste_stream_into_their_cards(page: Page, backends
         expect(cards(page).nth(index).locator(".job-status")).to_contain_text("tokens/s")
     expect(cards(page).first.locator("img")).to_have_attribute("alt", re.compile("The image sent with request"))
     screenshot(page, "04-done")
+
+
+def test_a_dropped_image_is_sent_and_its_text_copied(page: Page, backends) -> None:  # type: ignore[no-untyped-def]
+    ollama, _ = backends
+    sign_in(page)
+
+    drop_image(page, png("olive"))
+    expect(page.locator("#pending li")).to_have_count(1)
+    expect(page.locator("#pending li")).to_contain_text("dropped.png")
+    send(page, "gemma3:4b", "Short caption")
+    card = cards(page).first
+    expect(card).to_have_class(re.compile("job-card--completed"), timeout=30_000)
+    card.get_by_role("button", name="Copy text").click()
+
+    reply = ollama.reply_for("gemma3:4b", CAPTION_PROMPT)
+    assert page.evaluate("navigator.clipboard.readText()") == reply
 
 
 def test_a_florence_job_on_comfyui_gets_the_task_for_the_preset(page: Page, backends, tmp_path: Path) -> None:
