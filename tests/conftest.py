@@ -124,3 +124,14 @@ def png_bytes() -> bytes:
     buffer = BytesIO()
     Image.new("RGB", (64, 48), "red").save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@pytest.fixture
+async def async_orm_connections_closed():  # type: ignore[no-untyped-def]
+    """For async tests: the async ORM runs in asgiref's shared thread, whose connection
+    would stay open and keep PostgreSQL from dropping the test database."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    yield
+    await sync_to_async(connections.close_all)()

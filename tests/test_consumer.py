@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -15,21 +14,13 @@ from aiserver.asgi import application
 from imagetotext.live import publish_change, publish_text
 from imagetotext.models import Job, State
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("async_orm_connections_closed")]
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
 
 @pytest.fixture(autouse=True)
 def in_memory_layer(settings):  # type: ignore[no-untyped-def]
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture(autouse=True)
-async def close_database_connections():  # type: ignore[no-untyped-def]
-    """The async ORM calls run in asgiref's shared thread; close its connection afterwards,
-    or PostgreSQL still sees a session on the test database at teardown."""
-    yield
-    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture

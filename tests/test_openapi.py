@@ -181,7 +181,7 @@ def test_ollama_generation_replies_as_documented(api_client: Client, ollama_agen
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("jobs_run_inline")
+@pytest.mark.usefixtures("jobs_run_inline", "async_orm_connections_closed")
 async def test_each_streamed_generate_line_is_documented(api_key: str, ollama_agent, png_bytes) -> None:  # type: ignore[no-untyped-def]
     body = json.dumps(generate_request(png_bytes))
     response = await AsyncClient().post(
