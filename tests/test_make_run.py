@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,11 +53,31 @@ def test_serve_creates_the_admin_account_with_the_given_password(server) -> None
 
 def test_ctrl_c_stops_the_server_and_the_worker(server) -> None:  # type: ignore[no-untyped-def]
     url, process = server
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
     process.wait(timeout=30)
-    output = process.stdout.read() if process.stdout else ""
-    assert "Serving on" in output
+
+    assert processes_left_in_session(process.pid) == []
+    assert "Serving on" in (process.stdout.read() if process.stdout else "")
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/admin/login/", timeout=2)
-    leftovers = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
-    assert leftovers == []
+
+
+def test_ctrl_c_followed_at_once_by_sigterm_still_stops_everything(server) -> None:  # type: ignore[no-untyped-def]
+    # Ctrl-C and then a supervisor's SIGTERM: the worker must not get both (django-q2 deadlocks).
+    _, process = server
+    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+    assert processes_left_in_session(process.pid) == []
+    assert process.returncode == 0
+
+
+def processes_left_in_session(session: int, seconds: float = 20) -> list[str]:
+    """What is still running in the session after a few seconds' grace."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = subprocess.run(["pgrep", "-a", "-s", str(session)], capture_output=True, text=True).stdout.splitlines()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from argparse import ArgumentParser
 from typing import Any
 
@@ -19,6 +16,7 @@ from django.core.management.base import BaseCommand
 from agents.health import check_agents
 from agents.models import Agent
 from agents.registration import register_from_environment
+from aiserver.supervisor import run_together
 
 
 class Command(BaseCommand):
@@ -60,26 +58,3 @@ def web_command(host: str, port: int) -> list[str]:
 
 def worker_command() -> list[str]:
     return [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"]
-
-
-def run_together(*commands: list[str]) -> int:
-    """Run the processes until Ctrl-C or until one exits, then stop them all."""
-    processes = [subprocess.Popen(command) for command in commands]
-    stop = {"asked": False}
-
-    def ask_to_stop(signum: int, frame: object) -> None:
-        stop["asked"] = True
-
-    signal.signal(signal.SIGINT, ask_to_stop)
-    signal.signal(signal.SIGTERM, ask_to_stop)
-    while not stop["asked"] and all(p.poll() is None for p in processes):
-        time.sleep(0.2)
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return 0 if stop["asked"] else 1

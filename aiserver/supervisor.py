@@ -1,0 +1,50 @@
+"""Run the web server and the worker side by side, and stop them together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+
+def run_together(*commands: list[str], grace: float = 15) -> int:
+    """Run the processes until Ctrl-C or until one exits, then stop them all.
+
+    Each child leads its own process group, so Ctrl-C in the terminal reaches only
+    this process and each child gets exactly one SIGTERM from here. django-q2's
+    cluster can deadlock when SIGINT and SIGTERM arrive within a millisecond of each
+    other (its handler re-enters a multiprocessing Event), which is what a group-wide
+    Ctrl-C followed by our SIGTERM used to do. A child that outlives the grace period
+    is killed together with everything it started.
+    """
+    stop = {"asked": False}
+
+    def ask_to_stop(signum: int, frame: object) -> None:
+        stop["asked"] = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, ask_to_stop)
+    processes = [subprocess.Popen(command, process_group=0) for command in commands]
+    while not stop["asked"] and all(p.poll() is None for p in processes):
+        time.sleep(0.2)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            pass
+        kill_group(process.pid)
+        process.wait()
+    return 0 if stop["asked"] else 1
+
+
+def kill_group(pgid: int) -> None:
+    """Kill whatever is left in a child's process group (its own children included)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
