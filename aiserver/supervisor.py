@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
+
+PR_SET_PDEATHSIG = 1
 
 
 def run_together(*commands: list[str], grace: float = 15) -> int:
@@ -25,7 +29,9 @@ def run_together(*commands: list[str], grace: float = 15) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, ask_to_stop)
-    processes = [subprocess.Popen(command, process_group=0) for command in commands]
+    processes = [
+        subprocess.Popen(command, process_group=0, preexec_fn=stop_when_parent_dies) for command in commands
+    ]
     while not stop["asked"] and all(p.poll() is None for p in processes):
         time.sleep(0.2)
     for process in processes:
@@ -40,6 +46,12 @@ def run_together(*commands: list[str], grace: float = 15) -> int:
         kill_group(process.pid)
         process.wait()
     return 0 if stop["asked"] else 1
+
+
+def stop_when_parent_dies() -> None:
+    """In the child: get SIGTERM if serve itself is killed, since Ctrl-C no longer reaches it."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def kill_group(pgid: int) -> None:

@@ -109,6 +109,16 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_own_children(supervise,
     assert not running(grandchild)
 
 
+def test_children_are_stopped_when_the_supervisor_is_killed(supervise, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    seen = tmp_path / "seen"
+    supervisor = supervise(python(COUNTING, seen))
+    wait_for(seen, "ready")
+
+    supervisor.kill()
+
+    assert wait_for(seen, "SIGTERM")
+
+
 def test_when_one_process_exits_the_others_are_stopped_and_serve_fails(supervise, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     seen = tmp_path / "seen"
 
