@@ -56,7 +56,7 @@ class JobAdmin(admin.ModelAdmin):
         (None, {"fields": ["state_badge", "status", "owner", "api_key", "api", "ref_id", "tag"]}),
         ("Request", {"fields": ["image_preview", "model", "florence_task", "prompt", "options"]}),
         ("Result", {"fields": ["output", "error_code", "error", "prompt_tokens", "completion_tokens"]}),
-        ("Timings", {"fields": ["created_at", "started_at", "finished_at", "duration_display", "agent", "attempts", "tried_agents"]}),
+        ("Timings", {"fields": ["created_at", "queued_at", "started_at", "finished_at", "duration_display", "agent", "attempts", "tried_agents"]}),
         ("Callback", {"fields": ["reply_to", "reply_state"], "classes": ["collapse"]}),
         ("Backend reply", {"fields": ["result"], "classes": ["collapse"]}),
     ]

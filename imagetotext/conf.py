@@ -24,6 +24,8 @@ class Conf:
     # Jobs
     MAX_ATTEMPTS: int = getattr(settings, "JOB_MAX_ATTEMPTS", 3)
     SYNC_WAIT_SECONDS: float = getattr(settings, "SYNC_WAIT_SECONDS", 300)
+    # A queued job whose model no online agent offers fails after this long.
+    QUEUE_WAIT_SECONDS: int = getattr(settings, "QUEUE_WAIT_SECONDS", 900)
     DEFAULT_PROMPT: str = "Describe this image."
     DEFAULT_FLORENCE_MODEL: str = "microsoft/Florence-2-base"
     DEFAULT_FLORENCE_TASK: str = "more_detailed_caption"

@@ -188,5 +188,24 @@ def sweep() -> int:
     lost = list(Job.objects.filter(state=State.STARTED, started_at__lt=limit))
     for job in lost:
         fail(job, "The worker running this job stopped before it finished.", "WorkerLost")
-    stale = Job.objects.filter(state=State.QUEUED, agent__isnull=False, created_at__lt=limit)
+    stale = Job.objects.filter(state=State.QUEUED, agent__isnull=False, queued_at__lt=limit)
     return len(lost) + stale.update(agent=None, status=State.QUEUED)
+
+
+def expire_unservable() -> int:
+    """Fail jobs that waited Conf.QUEUE_WAIT_SECONDS for a model no online agent offers; returns how many.
+
+    Jobs behind busy agents keep waiting: only a model nobody can run is given up on.
+    """
+    limit = timezone.now() - timedelta(seconds=Conf.QUEUE_WAIT_SECONDS)
+    offered = AgentModel.objects.usable().accepting_images().values("name")
+    waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, queued_at__lt=limit).exclude(model__in=offered)
+    expired = 0
+    for job in waiting:
+        message = f"No active agent offered {job.model} for {Conf.QUEUE_WAIT_SECONDS // 60} minutes; the job was given up."
+        try:
+            fail(job, message, "NotSupportedException")
+        except InvalidTransition:
+            continue  # picked up or cancelled meanwhile
+        expired += 1
+    return expired

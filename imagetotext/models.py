@@ -115,6 +115,8 @@ class Job(models.Model):
     reply_state = models.CharField(max_length=2000, blank=True, help_text="The client's State, echoed in the callback.")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Since when it waits: reset when a retry or failover puts it back in the queue.
+    queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -151,7 +153,9 @@ class Job(models.Model):
             raise InvalidTransition(f"A {previous} job cannot become {state}")
         now = timezone.now()
         changes: dict[str, Any] = {"state": state, "status": fields.pop("status", state)}
-        if state == State.STARTED:
+        if state == State.QUEUED:
+            changes["queued_at"] = now
+        elif state == State.STARTED:
             changes.update(started_at=now, finished_at=None)
         elif state in FINISHED:
             changes["finished_at"] = now

@@ -10,7 +10,7 @@ from agents.health import check_agent, client_for
 from agents.models import Agent, Kind
 from imagetotext import images
 from imagetotext.conf import Conf
-from imagetotext.jobs import change, complete, fail, sweep
+from imagetotext.jobs import change, complete, expire_unservable, fail, sweep
 from imagetotext.live import publish_text
 from imagetotext.models import InvalidTransition, Job, State
 from imagetotext.scheduling import candidates, dispatch
@@ -115,8 +115,10 @@ def fail_quietly(job: Job, message: str, code: str) -> None:
 
 
 def dispatch_periodically() -> list[int]:
-    """The scheduled safety net: recover jobs of stopped workers, then assign what waits."""
+    """The scheduled safety net: recover jobs of stopped workers, give up on unservable ones, assign the rest."""
     if swept := sweep():
         log.warning("Recovered %d jobs from stopped workers", swept)
+    if expired := expire_unservable():
+        log.warning("Gave up on %d jobs whose model no active agent offers", expired)
     return dispatch()
 
