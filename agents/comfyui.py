@@ -35,6 +35,8 @@ MISSING_NODES = (
     "installed: add the ComfyUI-Florence2 custom node to this server."
 )
 POLL_INTERVAL = 0.5
+# How long stopping a prompt may take before we leave it be.
+INTERRUPT_SECONDS = 5.0
 # on_text("") runs at least this often while waiting, so a cancelled job stops promptly.
 HEARTBEAT = 1.0
 
@@ -51,11 +53,15 @@ class Deadline:
         return cls(seconds, time.monotonic() + seconds)
 
     def left(self) -> float:
-        """Seconds remaining; raises AgentUnavailable once there are none."""
+        """Seconds remaining; raises DeadlineExceeded once there are none."""
         left = self.ends_at - time.monotonic()
         if left <= 0:
-            raise AgentUnavailable(f"no result within {self.seconds:g} s")
+            raise DeadlineExceeded(f"no result within {self.seconds:g} s")
         return left
+
+
+class DeadlineExceeded(AgentUnavailable):
+    """The agent's read_timeout ran out."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,7 @@ class ComfyUIClient(AgentClient):
         ws = self.open_socket(client_id, deadline)
         with ws or nullcontext():
             run = PromptRun(self.queue(graph, client_id, deadline), on_text or never_cancelled, deadline)
-            if ws is not None:
-                self.follow(ws, run)
-        entry = self.poll(run)
+            entry = self.wait(run, ws)
         text = caption_from(entry)
         run.on_text(text)
         return TextResult(text=text, raw=entry)
@@ -171,6 +175,17 @@ class ComfyUIClient(AgentClient):
         summary = "; ".join(str(part) for part in parts if part)
         return AgentError(f"ComfyUI rejected the prompt: {summary}", retry_elsewhere=False)
 
+    def wait(self, run: PromptRun, ws: ClientConnection | None) -> dict[str, Any]:
+        """The prompt's /history entry once it ran; a prompt that outlives the deadline is stopped."""
+        try:
+            if ws is not None:
+                self.follow(ws, run)
+            return self.poll(run)
+        except DeadlineExceeded:
+            # Otherwise the server would go on with it while the job fails over elsewhere.
+            self.interrupt(run.prompt_id)
+            raise
+
     def follow(self, ws: ClientConnection, run: PromptRun) -> None:
         """Read the socket until the prompt finishes; returns early if the socket drops."""
         while True:
@@ -202,9 +217,10 @@ class ComfyUIClient(AgentClient):
 
     def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt whether it is running or still queued; best effort."""
+        deadline = Deadline.after(INTERRUPT_SECONDS)
         try:
-            self.send("POST", "/interrupt", json={"prompt_id": prompt_id})
-            self.send("POST", "/queue", json={"delete": [prompt_id]})
+            self.send("POST", "/interrupt", deadline, json={"prompt_id": prompt_id})
+            self.send("POST", "/queue", deadline, json={"delete": [prompt_id]})
         except AgentError:
             pass  # the job is cancelled either way; a dead server runs nothing
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from agents.base import AgentCancelled, AgentError, AgentUnavailable, OnText, TextRequest, TextResult
@@ -279,12 +280,64 @@ def test_a_hung_server_gives_up_after_the_read_timeout(agent: Agent, fake_comfyu
     assert time.monotonic() - started < 3
 
 
-def test_a_run_longer_than_the_read_timeout_gives_up(agent: Agent, fake_comfyui: FakeComfyUI) -> None:
+def test_a_run_longer_than_the_read_timeout_gives_up_and_is_stopped_on_the_server(agent: Agent,
+                                                                                  fake_comfyui: FakeComfyUI) -> None:
     fake_comfyui.run_seconds = 10
     agent.read_timeout = 1
 
     with pytest.raises(AgentUnavailable, match="no result within 1 s"):
         caption(agent)
+
+    prompt_id = posted_prompt_id(fake_comfyui)
+    (interrupt,) = requests_to(fake_comfyui, "/interrupt")
+    assert interrupt.json == {"prompt_id": prompt_id}
+    assert interrupted_in_history(fake_comfyui, prompt_id)
+
+
+def test_a_prompt_stopped_by_someone_on_the_comfyui_server_fails_the_run(agent: Agent,
+                                                                        fake_comfyui: FakeComfyUI) -> None:
+    fake_comfyui.run_seconds = 3
+
+    with pytest.raises(AgentError, match="interrupted on the ComfyUI server") as caught:
+        caption(agent, on_text=interrupt_from_outside_once(fake_comfyui))
+
+    assert not caught.value.retry_elsewhere
+
+
+def test_a_stopped_prompt_fails_the_run_when_only_history_is_polled(agent: Agent, fake_comfyui: FakeComfyUI,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_comfyui.run_seconds = 3
+    monkeypatch.setattr(ComfyUIClient, "open_socket", lambda self, client_id, deadline: None)
+
+    with pytest.raises(AgentError, match="interrupted on the ComfyUI server"):
+        caption(agent, on_text=interrupt_from_outside_once(fake_comfyui))
+
+    assert requests_to(fake_comfyui, "/ws") == []
+
+
+def interrupt_from_outside_once(fake: FakeComfyUI) -> OnText:
+    """An on_text that, on its first call, presses ComfyUI's own Cancel (POST /interrupt, no prompt id)."""
+    pressed: list[bool] = []
+
+    def on_text(text: str) -> bool:
+        if not pressed:
+            pressed.append(True)
+            while not httpx.get(fake.url + "/queue").json()["queue_running"]:
+                time.sleep(0.05)
+            httpx.post(fake.url + "/interrupt", json={})
+        return False
+
+    return on_text
+
+
+def interrupted_in_history(fake: FakeComfyUI, prompt_id: str, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        entry = httpx.get(f"{fake.url}/history/{prompt_id}").json().get(prompt_id)
+        if entry:
+            return any(event == "execution_interrupted" for event, _ in entry["status"]["messages"])
+        time.sleep(0.1)
+    return False
 
 
 def test_cancelling_interrupts_the_prompt_on_the_server(agent: Agent, fake_comfyui: FakeComfyUI) -> None:
