@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from imagetotext import jobs
+from imagetotext.callbacks import destination
 from imagetotext.models import ApiKey, CallbackAttempt, FailedJob, InvalidTransition, Job, State, StoredImage
 
 STATE_COLOURS = {
@@ -57,7 +58,7 @@ class JobAdmin(admin.ModelAdmin):
         ("Request", {"fields": ["image_preview", "model", "florence_task", "prompt", "options"]}),
         ("Result", {"fields": ["output", "error_code", "error", "prompt_tokens", "completion_tokens"]}),
         ("Timings", {"fields": ["created_at", "queued_at", "started_at", "finished_at", "duration_display", "agent", "attempts", "tried_agents"]}),
-        ("Callback", {"fields": ["reply_to", "reply_state"], "classes": ["collapse"]}),
+        ("Callback", {"fields": ["callback_destination", "reply_state"], "classes": ["collapse"]}),
         ("Backend reply", {"fields": ["result"], "classes": ["collapse"]}),
     ]
     inlines = [CallbackAttemptInline]
@@ -78,6 +79,10 @@ class JobAdmin(admin.ModelAdmin):
             STATE_COLOURS.get(job.state, "#6b7280"),
             job.state,
         )
+
+    @admin.display(description="ReplyTo")
+    def callback_destination(self, job: Job) -> str:
+        return destination(job) if job.reply_to else "—"
 
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:

@@ -18,6 +18,7 @@ from imagetotext.conf import Conf
 from imagetotext.images import ImageRejected, read_upload
 from imagetotext.jobs import JobRefused, JobRequest, submit_upload
 from imagetotext.models import Job, State
+from imagetotext.replyto import InvalidReplyTo, parse as parse_reply_to
 from imagetotext.wire import BadRequest, fields_of, reply, text_field, uploaded_image, xsd_duration
 
 POLL_SECONDS = 0.2
@@ -95,14 +96,14 @@ def accept_job(request: HttpRequest, queued: bool) -> Job:
 
 
 def reply_to(request: HttpRequest, fields: dict[str, Any]) -> str:
-    """The callback URL from ReplyTo (field or header), refused early if it points inside."""
-    url = text_field(fields, "ReplyTo", 2000) or request.headers.get("ReplyTo", "")
-    if url:
+    """The ReplyTo (field or header), refused early if it is malformed or points inside."""
+    text = text_field(fields, "ReplyTo", 2000) or request.headers.get("ReplyTo", "")
+    if text:
         try:
-            check_destination(url)
-        except CallbackRefused as error:
+            check_destination(parse_reply_to(text).url)
+        except (InvalidReplyTo, CallbackRefused) as error:
             raise BadRequest(f"ReplyTo is not allowed: {error}", "ReplyTo") from None
-    return url
+    return text
 
 
 def find_job(request: HttpRequest) -> Job:

@@ -24,6 +24,7 @@ from django_q.tasks import async_task
 
 from imagetotext.conf import Conf
 from imagetotext.models import CallbackAttempt, Job, State
+from imagetotext.replyto import InvalidReplyTo, ReplyTo, parse
 
 logger = logging.getLogger(__name__)
 
@@ -120,25 +121,29 @@ def make_client() -> httpx.Client:
     return httpx.Client(timeout=Conf.CALLBACK_TIMEOUT, trust_env=False, follow_redirects=False)
 
 
-def post(url: str, addresses: list[str], body: bytes, headers: dict[str, str]) -> httpx.Response:
-    """POST to the first checked address that accepts a connection, as a browser would."""
-    target = httpx.URL(url)
+def post(reply: ReplyTo, addresses: list[str], body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """Send to the first checked address that accepts a connection, as a browser would."""
+    target = httpx.URL(reply.url)
+    # The ReplyTo's own credentials go first, so they cannot replace the signature.
+    headers = {**reply.headers, **headers}
     with make_client() as client:
         for address in addresses[:-1]:
             try:
-                return send(client, target, address, body, headers)
+                return send(client, reply.method, target, address, body, headers)
             except httpx.ConnectError:
                 continue
-        return send(client, target, addresses[-1], body, headers)
+        return send(client, reply.method, target, addresses[-1], body, headers)
 
 
-def send(client: httpx.Client, target: httpx.URL, address: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+def send(
+    client: httpx.Client, method: str, target: httpx.URL, address: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
     """Connect to the checked address, not to what the name resolves to now (DNS rebinding).
 
     Host keeps the URL's name, and sni_hostname makes TLS send and verify the certificate for it.
     """
     request = client.build_request(
-        "POST",
+        method,
         target.copy_with(host=address),
         content=body,
         headers={**headers, "Host": target.netloc.decode("ascii")},
@@ -150,11 +155,11 @@ def send(client: httpx.Client, target: httpx.URL, address: str, body: bytes, hea
     return response
 
 
-def attempt(job: Job, addresses: list[str], number: int) -> tuple[int | None, str]:
-    """One POST; returns the status code (if any) and an error text, empty on success."""
+def attempt(job: Job, reply: ReplyTo, addresses: list[str], number: int) -> tuple[int | None, str]:
+    """One request; returns the status code (if any) and an error text, empty on success."""
     body = encode(callback_body(job))
     try:
-        response = post(job.reply_to, addresses, body, request_headers(job, body, number))
+        response = post(reply, addresses, body, request_headers(job, body, number))
     except httpx.TimeoutException as error:
         return None, f"Timed out after {Conf.CALLBACK_TIMEOUT} s ({type(error).__name__})"
     except httpx.ConnectError as error:
@@ -172,12 +177,13 @@ def deliver(job_id: int, number: int = 1) -> None:
     if job is None or not job.reply_to or not job.finished:
         return
     try:
-        addresses = check_destination(job.reply_to)
-    except CallbackRefused as refused:
+        reply = parse(job.reply_to)
+        addresses = check_destination(reply.url)
+    except (InvalidReplyTo, CallbackRefused) as refused:
         # Permanent: retrying will not make the address public.
         record(job, number, None, str(refused))
         return
-    status_code, error = attempt(job, addresses, number)
+    status_code, error = attempt(job, reply, addresses, number)
     record(job, number, status_code, error)
     if error and number < Conf.CALLBACK_ATTEMPTS:
         schedule_retry(job, number)
@@ -186,10 +192,18 @@ def deliver(job_id: int, number: int = 1) -> None:
 def record(job: Job, number: int, status_code: int | None, error: str) -> CallbackAttempt:
     """Keep one row per attempt, and log the failures."""
     if error:
-        logger.warning("Callback %s of job %s to %s failed: %s", number, job.pk, job.reply_to, error)
+        logger.warning("Callback %s of job %s to %s failed: %s", number, job.pk, destination(job), error)
     return CallbackAttempt.objects.create(
         job=job, number=number, status_code=status_code, error=error, delivered=not error
     )
+
+
+def destination(job: Job) -> str:
+    """Where the job's callback goes, for logs and pages: method and URL, never its credentials."""
+    try:
+        return str(parse(job.reply_to))
+    except InvalidReplyTo:
+        return "an invalid ReplyTo"
 
 
 def retry_delay(failed_number: int) -> timedelta:

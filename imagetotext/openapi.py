@@ -41,6 +41,9 @@ job ends, the server POSTs a `GenerationCallback` there, signed with
 `{Conf.CALLBACK_SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256 of the raw body>` keyed with the server's
 callback secret; `X-Callback-Id` (the job's refId) lets receivers drop repeats. A non-2xx answer is
 retried up to {Conf.CALLBACK_ATTEMPTS} times with exponential backoff; redirects are not followed.
+ServiceStack's forms are understood: `PUT https://…` (POST, PUT or PATCH), `token@https://…` (Bearer),
+`user:password@https://…` (Basic), `http.X-API-Key:value@https://…` (a header); `$NAME` credentials
+(server environment variables) are refused.
 """
 
 # Why each error status happens, by default; operations add their own reasons.
@@ -134,8 +137,8 @@ DURATION = field("string", "XSD duration, e.g. `PT2.41S`.", pattern=r"^PT(\d+H)?
 TEXT_OUTPUTS = array(ref("TextOutput"), "One entry holding the whole text.")
 REF_ID = field("string", "Client-chosen id for the job (max 100, unique per owner); generated if not given.")
 TAG = field("string", "Groups like requests (max 100); also read from a `Tag` header.")
-REPLY_TO = field("string", "URL to POST a GenerationCallback to when the job ends; also read from a `ReplyTo` header.",
-                 format="uri")
+REPLY_TO = field("string", "URL to POST a GenerationCallback to when the job ends, optionally with a method and "
+                 "credentials (`PUT token@https://…`); also read from a `ReplyTo` header.")
 JOB_LOOKUP = [
     query("JobId", {"type": "integer"}, "The job's id, as queueing returned it.", 42),
     query("RefId", {"type": "string"}, "The job's refId; used when JobId is not given.", "3f0c9b1e…"),

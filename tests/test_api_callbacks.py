@@ -64,3 +64,28 @@ def test_the_reply_to_header_works_like_the_field(api_client, ollama_agent, rece
 
     assert len(receiver.requests) == 1
     assert json.loads(receiver.requests[0].body)["textOutputs"]
+
+
+def test_reply_to_credentials_reach_the_receiver(api_client, ollama_agent, receiver, png_bytes) -> None:  # type: ignore[no-untyped-def]
+    response = queue(api_client, png_bytes, "PUT tok-7@" + receiver.url)
+
+    assert response.status_code == 200
+    [request] = receiver.requests
+    assert request.method == "PUT" and request.headers["Authorization"] == "Bearer tok-7"
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "reason"),
+    [
+        ("$API_TOKEN@https://example.com/hook", "environment"),
+        ("http.X-Signature-256:forged@https://example.com/hook", "set by the callback itself"),
+        ("DELETE https://example.com/hook", "method DELETE"),
+    ],
+)
+def test_a_reply_to_this_server_will_not_call_is_refused_up_front(api_client, ollama_agent, png_bytes, reply_to, reason) -> None:  # type: ignore[no-untyped-def]
+    response = queue(api_client, png_bytes, reply_to)
+
+    assert response.status_code == 400
+    status = response.json()["responseStatus"]
+    assert reason in status["message"] and status["errors"][0]["fieldName"] == "ReplyTo"
+    assert Job.objects.count() == 0

@@ -36,6 +36,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -73,7 +74,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append(Received(self.path, dict(self.headers), body))
+                receiver.requests.append(Received(self.path, dict(self.headers), body, self.command))
                 if receiver.hang:
                     receiver.release.wait(10)
                 self.send_response(receiver.status)
@@ -81,6 +82,8 @@ class Receiver:
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            do_PUT = do_PATCH = do_POST
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -166,6 +169,59 @@ def test_it_posts_a_completed_jobs_text_with_a_valid_signature(admin_user: Any, 
     assert "ImageToText" in request.headers["User-Agent"]
     [attempt] = attempts(job)
     assert (attempt.number, attempt.status_code, attempt.delivered, attempt.error) == (1, 200, True, "")
+    assert retries(job) == []
+
+
+@pytest.mark.django_db
+def test_a_token_before_the_url_is_sent_as_a_bearer_token_and_kept_out_of_the_log(
+    admin_user: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.status = 500
+    job = finished_job(admin_user, "tok-123@" + receiver.url)
+
+    deliver(job.pk)
+
+    [request] = receiver.requests
+    assert request.method == "POST" and request.path == "/hook?x=1"
+    assert request.headers["Authorization"] == "Bearer tok-123"
+    assert "X-Signature-256" in request.headers
+    assert "HTTP 500" in caplog.text and "tok-123" not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_method_and_basic_credentials_in_reply_to_are_used(admin_user: Any, receiver: Receiver) -> None:
+    job = finished_job(admin_user, "PUT ann:s3cret@" + receiver.url)
+
+    deliver(job.pk)
+
+    [request] = receiver.requests
+    assert request.method == "PUT"
+    assert request.headers["Authorization"] == "Basic YW5uOnMzY3JldA=="  # ann:s3cret
+    assert request.json()["refId"] == job.ref_id
+
+
+@pytest.mark.django_db
+def test_a_header_credential_in_reply_to_is_sent_as_that_header(admin_user: Any, receiver: Receiver) -> None:
+    job = finished_job(admin_user, "http.X-API-Key:key-9@" + receiver.url)
+
+    deliver(job.pk)
+
+    [request] = receiver.requests
+    assert request.headers["X-API-Key"] == "key-9"
+    assert "Authorization" not in request.headers
+
+
+@pytest.mark.django_db
+def test_a_reply_to_asking_for_a_server_variable_is_recorded_as_refused_and_not_sent(
+    admin_user: Any, receiver: Receiver
+) -> None:
+    job = finished_job(admin_user, "$SECRET_KEY@" + receiver.url)
+
+    deliver(job.pk)
+
+    assert receiver.requests == []
+    [attempt] = attempts(job)
+    assert not attempt.delivered and "environment" in attempt.error
     assert retries(job) == []
 
 

@@ -83,7 +83,7 @@ def test_the_failed_jobs_list_shows_only_failed_jobs_with_their_error(signed_in:
 
 def test_a_job_page_shows_image_output_timings_and_callbacks(signed_in: Client, admin_user, image: StoredImage) -> None:  # type: ignore[no-untyped-def]
     job = make_job(admin_user, State.COMPLETED, image=image, output="A tiny dot.", prompt_tokens=12,
-                   completion_tokens=34, reply_to="https://client.example/hook")
+                   completion_tokens=34, reply_to="PUT tok-secret@https://client.example/hook")
     CallbackAttempt.objects.create(job=job, number=1, status_code=502, error="Bad gateway")
 
     page = signed_in.get(f"/admin/imagetotext/job/{job.pk}/change/").content.decode()
@@ -91,6 +91,7 @@ def test_a_job_page_shows_image_output_timings_and_callbacks(signed_in: Client, 
     assert 'src="data:image/png;base64,' in page and "1×1 image/png" in page
     assert "A tiny dot." in page and "34" in page
     assert "Bad gateway" in page and "502" in page
+    assert "PUT https://client.example/hook (with credentials)" in page and "tok-secret" not in page
     assert 'name="tag"' in page and 'name="output"' not in page
 
 
