@@ -44,6 +44,7 @@ def callback_body(job: Job) -> dict[str, Any]:
     return {
         "state": job.reply_state or None,
         "refId": job.ref_id,
+        "outputs": [],  # AI Server's file outputs; image to text has none
         "textOutputs": [{"text": job.output}] if completed else [],
         "responseStatus": None if completed else failure_status(job),
     }

@@ -230,8 +230,9 @@ SCHEMAS: dict[str, Schema] = {
     "GenerationCallback": obj("POSTed to ReplyTo when a job ends (null members are sent).", {
         "state": nullable(field("string", "The request's `State`, echoed.")),
         "refId": field("string", "The job's refId."),
+        "outputs": array({"type": "object"}, "File outputs, as in AI Server; always empty for image to text."),
         "textOutputs": array(ref("TextOutput"), "The text; empty unless the job completed."),
-        "responseStatus": nullable(ref("ResponseStatus"))}, ("refId", "textOutputs")),
+        "responseStatus": nullable(ref("ResponseStatus"))}, ("refId", "outputs", "textOutputs")),
 }
 
 # --- operations ------------------------------------------------------------------
@@ -256,7 +257,8 @@ def callbacks(reply_to: str) -> dict[str, Any]:
                            header("X-Callback-Id", "The job's refId; the same on every attempt."),
                            header("X-Callback-Attempt", "1 on the first attempt, then 2, 3, …")],
             "requestBody": {"required": True, "content": content(ref("GenerationCallback"), {
-                "state": "my-state", "refId": REF, "textOutputs": [{"text": TEXT}], "responseStatus": None})},
+                "state": "my-state", "refId": REF, "outputs": [], "textOutputs": [{"text": TEXT}],
+                "responseStatus": None})},
             "responses": {"2XX": {"description": "Delivered; anything else is retried."}}}
     return {"GenerationCallback": {f"{{$request.body#/{reply_to}}}": {"post": post}}}
 

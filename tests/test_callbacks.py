@@ -158,6 +158,7 @@ def test_it_posts_a_completed_jobs_text_with_a_valid_signature(admin_user: Any, 
     assert request.json() == {
         "state": "client-42",
         "refId": job.ref_id,
+        "outputs": [],
         "textOutputs": [{"text": "A wolf by a lake"}],
         "responseStatus": None,
     }
@@ -243,6 +244,7 @@ def test_it_reports_a_failed_jobs_error_in_response_status(admin_user: Any, rece
     assert receiver.requests[0].json() == {
         "state": "client-42",
         "refId": job.ref_id,
+        "outputs": [],
         "textOutputs": [],
         "responseStatus": {"errorCode": "ModelNotFound", "message": "No agent has llava:7b", "errors": []},
     }
