@@ -202,7 +202,7 @@ def expire_unservable() -> int:
     waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, queued_at__lt=limit).exclude(model__in=offered)
     expired = 0
     for job in waiting:
-        message = f"No active agent offered {job.model} for {Conf.QUEUE_WAIT_SECONDS // 60} minutes; the job was given up."
+        message = f"No active agent offered {job.model} for {Conf.QUEUE_WAIT_SECONDS / 60:g} minutes; the job was given up."
         try:
             fail(job, message, "NotSupportedException")
         except InvalidTransition:

@@ -49,6 +49,17 @@ def test_a_job_waiting_too_long_for_an_offline_model_fails_with_the_reason(api_u
     assert status.json()["jobState"] == "Failed"
 
 
+def test_the_reason_gives_the_configured_wait(api_user, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(Conf, "QUEUE_WAIT_SECONDS", 90)
+    agent("gpu", online=False)
+    job = queued_job(api_user, minutes_ago=2)
+
+    dispatch_periodically()
+
+    job.refresh_from_db()
+    assert job.error == "No active agent offered llava:7b for 1.5 minutes; the job was given up."
+
+
 def test_a_job_waiting_for_an_offline_model_keeps_waiting_within_the_limit(api_user) -> None:  # type: ignore[no-untyped-def]
     agent("gpu", online=False)
     job = queued_job(api_user, minutes_ago=Conf.QUEUE_WAIT_SECONDS / 60 - 1)
