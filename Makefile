@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: setup setup-dev run test test-embedded test-scaleout bench clean
+.PHONY: setup setup-dev run lint test test-embedded test-scaleout bench clean
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Test tools, the fakes' server library, Playwright and the real clients the API is tested with.
+# Test tools, the fakes' server library, Playwright, the real clients the API is tested with and the code checks.
 $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
@@ -26,7 +26,13 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 run: setup
 	$(BIN)/python manage.py serve
 
-test: test-embedded test-scaleout
+# ruff lints and checks formatting; mypy takes its files from pyproject.toml.
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint test-embedded test-scaleout
 
 test-embedded: setup-dev
 	$(BIN)/python -m pytest

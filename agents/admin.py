@@ -13,8 +13,8 @@ from agents.models import Agent, AgentModel
 
 class AgentModelInline(admin.TabularInline):
     model = AgentModel
-    fields = ["name", "task", "details", "updated_at"]
-    readonly_fields = fields
+    fields = ("name", "capability", "details", "updated_at")
+    readonly_fields = fields  # a tuple, so that mypy also takes it as readonly_fields (strings only)
     extra = 0
     can_delete = False
 
@@ -25,7 +25,18 @@ class AgentModelInline(admin.TabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["status", "name", "kind", "base_url", "enabled", "priority", "concurrency", "model_list", "checked_at", "error"]
+    list_display = [
+        "status",
+        "name",
+        "kind",
+        "base_url",
+        "enabled",
+        "priority",
+        "concurrency",
+        "model_list",
+        "checked_at",
+        "error",
+    ]
     list_display_links = ["name"]
     list_filter = ["kind", "enabled", "online", "source"]
     search_fields = ["name", "base_url", "models__name"]

@@ -8,27 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
 
-from agents.base import AgentClient, AgentError
-from agents.comfyui import ComfyUIClient
-from agents.local import LocalClient
-from agents.models import Agent, Kind
-from agents.ollama import OllamaClient
+from agents.clients.base import AgentError
+from agents.clients.registry import client_for
+from agents.models import Agent
 
 log = logging.getLogger(__name__)
-
-CLIENTS: dict[str, type[AgentClient]] = {
-    Kind.OLLAMA: OllamaClient,
-    Kind.COMFYUI: ComfyUIClient,
-    Kind.LOCAL: LocalClient,
-}
-
-
-def client_for(agent: Agent) -> AgentClient:
-    """The client that speaks this agent's protocol."""
-    try:
-        return CLIENTS[agent.kind](agent)
-    except KeyError:
-        raise AgentError(f"No client for agents of kind {agent.kind!r}") from None
 
 
 def check_agent(agent: Agent) -> bool:

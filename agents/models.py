@@ -16,7 +16,9 @@ class Kind(models.TextChoices):
     LOCAL = "local", "Built-in (local)"
 
 
-class Task(models.TextChoices):
+class Capability(models.TextChoices):
+    """What a model does with an image: chat about it, run Florence-2 tasks, read its text; or nothing."""
+
     VISION = "vision", "Vision chat"
     TEXT = "text", "Text only (not offered for images)"
     FLORENCE2 = "florence2", "Florence-2 tasks"
@@ -35,7 +37,7 @@ class DiscoveredModel:
     """A model as discovery found it on an agent."""
 
     name: str
-    task: str
+    capability: str
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,7 +127,7 @@ class Agent(models.Model):
         self.models.exclude(name__in=[m.name for m in found]).delete()
         for model in found:
             AgentModel.objects.update_or_create(
-                agent=self, name=model.name, defaults={"task": model.task, "details": model.details}
+                agent=self, name=model.name, defaults={"capability": model.capability, "details": model.details}
             )
 
 
@@ -135,13 +137,13 @@ class AgentModelQuerySet(models.QuerySet["AgentModel"]):
         return self.filter(agent__enabled=True, agent__online=True)
 
     def accepting_images(self) -> AgentModelQuerySet:
-        return self.exclude(task=Task.TEXT)
+        return self.exclude(capability=Capability.TEXT)
 
 
 class AgentModel(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="models")
     name = models.CharField(max_length=200)
-    task = models.CharField("kind of work", max_length=20, choices=Task.choices)
+    capability = models.CharField("kind of work", max_length=20, choices=Capability.choices)
     details = models.JSONField(default=dict, blank=True, help_text="What discovery learned about it.")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -157,4 +159,4 @@ class AgentModel(models.Model):
 
     @property
     def accepts_images(self) -> bool:
-        return self.task != Task.TEXT
+        return self.capability != Capability.TEXT

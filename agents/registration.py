@@ -9,7 +9,6 @@ from django.db import transaction
 
 from agents.models import Agent, Kind, Source
 
-
 LOCAL_AGENT_NAME = "Built-in OCR"
 
 
@@ -62,7 +61,7 @@ def register_local_agent() -> Agent | None:
         existing.update(enabled=False)
         return None
     # Each worker process runs one job at a time, so that is how many OCR jobs can run.
-    workers = int(settings.Q_CLUSTER.get("workers", 1))  # type: ignore[call-overload]
+    workers = settings.WORKERS
     agent, _ = Agent.objects.get_or_create(
         kind=Kind.LOCAL, source=Source.BUILT_IN, defaults={"name": unique_name(LOCAL_AGENT_NAME)}
     )

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,9 +77,7 @@ class MessageStore:
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
@@ -105,8 +104,7 @@ class MessageStore:
         # channel any more (a consumer's process died without group_discard),
         # so its memberships go too instead of collecting rows for a day.
         conn.execute(
-            "DELETE FROM membership WHERE channel IN "
-            "(SELECT channel FROM message WHERE expires <= ?)",
+            "DELETE FROM membership WHERE channel IN (SELECT channel FROM message WHERE expires <= ?)",
             (now,),
         )
         conn.execute("DELETE FROM message WHERE expires <= ?", (now,))
@@ -131,9 +129,7 @@ class MessageStore:
         with self.writing(now) as conn:
             members = [
                 row[0]
-                for row in conn.execute(
-                    "SELECT channel FROM membership WHERE grp = ? AND expires > ?", (group, now)
-                )
+                for row in conn.execute("SELECT channel FROM membership WHERE grp = ? AND expires > ?", (group, now))
             ]
             pending = self._pending(conn, members, now)
             rows = [(c, body, expires) for c in members if pending.get(c, 0) < capacity(c)]
@@ -145,10 +141,7 @@ class MessageStore:
         if not channels:
             return {}
         marks = ",".join("?" * len(channels))
-        query = (
-            f"SELECT channel, COUNT(*) FROM message WHERE channel IN ({marks}) "
-            "AND expires > ? GROUP BY channel"
-        )
+        query = f"SELECT channel, COUNT(*) FROM message WHERE channel IN ({marks}) AND expires > ? GROUP BY channel"
         return dict(conn.execute(query, (*channels, now)).fetchall())
 
     def fetch_after(self, prefix: str, after_id: int, now: float) -> list[Row]:
@@ -216,6 +209,11 @@ class SQLiteChannelLayer(BaseChannelLayer):
     """
 
     extensions = ["groups", "flush"]
+    # Set per process by _own_process().
+    _prefix: str
+    _store: MessageStore
+    _executor: ThreadPoolExecutor
+    _last_id: int
 
     def __init__(
         self,
@@ -315,7 +313,7 @@ class SQLiteChannelLayer(BaseChannelLayer):
     async def _receive_shared(self, channel: str) -> Message:
         while True:
             now = time.time()
-            body = await self._db(lambda store: store.claim(channel, now))
+            body = await self._db(partial(MessageStore.claim, channel=channel, now=now))
             if body is not None:
                 return json.loads(body)
             await asyncio.sleep(self.poll_interval)
@@ -333,11 +331,11 @@ class SQLiteChannelLayer(BaseChannelLayer):
             rows: list[Row] = []
             try:
                 after, now = self._last_id, time.time()
-                rows = await self._db(lambda store: store.fetch_after(prefix, after, now))
+                rows = await self._db(partial(MessageStore.fetch_after, prefix=prefix, after_id=after, now=now))
                 if rows:
                     self._deliver(rows)
                     last = self._last_id
-                    await self._db(lambda store: store.forget_through(prefix, last))
+                    await self._db(partial(MessageStore.forget_through, prefix=prefix, last_id=last))
             except Exception:
                 # Every consumer in the process waits on this one task, so it
                 # must outlive any failure. The in-memory last id already

@@ -22,16 +22,28 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def parse_bool(value: str) -> bool | None:
+    """True or False for 1/0, true/false, yes/no or on/off in any case; None for anything else.
+
+    The API reads booleans (?Vision=true) with the same words, so this is their one home.
+    """
+    lowered = value.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    return None
+
+
 def env_bool(name: str, default: bool) -> bool:
     """A boolean written as 1/0, true/false, yes/no or on/off."""
-    raw = env_str(name).lower()
+    raw = env_str(name)
     if not raw:
         return default
-    if raw in TRUE_WORDS:
-        return True
-    if raw in FALSE_WORDS:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+    value = parse_bool(raw)
+    if value is None:
+        raise ImproperlyConfigured(f"{name} must be true or false, not {raw.lower()!r}")
+    return value
 
 
 def env_int(name: str, default: int, minimum: int | None = None) -> int:

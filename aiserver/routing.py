@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from imagetotext.consumers import JobsConsumer
+from imagetotext.page.consumers import JobsConsumer
 
 websocket_urlpatterns: list[URLPattern] = [
     path("ws/jobs/", JobsConsumer.as_asgi()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -90,6 +91,8 @@ SQLITE_OPTIONS = {
     "timeout": 20,
 }
 
+# Any, not dj_database_url's TypedDict: the SQLite branch gives NAME as a Path.
+DATABASES: dict[str, Any]
 if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 else:
@@ -111,9 +114,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Background work (django-q2) ------------------------------------------------
 
 TASK_TIMEOUT = env_int("TASK_TIMEOUT", 1800, minimum=10)
+# Worker processes; the built-in OCR agent runs one job per worker at a time.
+WORKERS = env_int("WORKERS", 2, minimum=1)
+# Jobs one worker process keeps in flight on remote agents (each waits on its own thread).
+JOBS_PER_WORKER = env_int("JOBS_PER_WORKER", 64, minimum=1)
 Q_CLUSTER: dict[str, object] = {
     "name": "aiserver",
-    "workers": env_int("WORKERS", 2, minimum=1),
+    "workers": WORKERS,
     # Delivery is at most once: a failed or timed-out task is not handed out
     # again by the broker. Retries and failover are the job's own business.
     "timeout": TASK_TIMEOUT,
@@ -122,6 +129,9 @@ Q_CLUSTER: dict[str, object] = {
     "max_attempts": 1,
     "catch_up": False,
     "save_limit": 250,
+    # Jobs outlive the task that starts them (they run on the worker's threads), so a worker
+    # is not recycled after a number of tasks: it would wait for its jobs to end.
+    "recycle": 10**9,
     "poll": 0.2,
 }
 if REDIS_URL:

@@ -29,9 +29,7 @@ def run_together(*commands: list[str], grace: float = 15) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, ask_to_stop)
-    processes = [
-        subprocess.Popen(command, process_group=0, preexec_fn=stop_when_parent_dies) for command in commands
-    ]
+    processes = [subprocess.Popen(command, process_group=0, preexec_fn=stop_when_parent_dies) for command in commands]
     while not stop["asked"] and all(p.poll() is None for p in processes):
         time.sleep(0.2)
     for process in processes:

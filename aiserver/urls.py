@@ -9,8 +9,6 @@ handler500 = "aiserver.views.server_error"
 urlpatterns = [
     path("", RedirectView.as_view(url="/ImageToText", permanent=False)),
     path("admin/", admin.site.urls),
-    path("api/", include("agents.urls")),
-    path("api/", include("imagetotext.api_urls")),
-    path("api/", include("imagetotext.docs_urls")),
-    path("", include("imagetotext.urls")),
+    path("api/", include("imagetotext.api.urls")),
+    path("", include("imagetotext.page.urls")),
 ]

@@ -7,11 +7,11 @@ tag, and cancels or retries them; keys are issued here and shown once.
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
@@ -21,9 +21,10 @@ from django.utils.text import Truncator
 
 from imagetotext import jobs
 from imagetotext.callbacks import destination
+from imagetotext.errors import Refusal
 from imagetotext.models import ApiKey, CallbackAttempt, FailedJob, InvalidTransition, Job, State, StoredImage
 
-STATE_COLOURS = {
+STATE_COLOURS: dict[str, str] = {
     State.QUEUED: "#6b7280",
     State.STARTED: "#2563eb",
     State.COMPLETED: "#16a34a",
@@ -36,8 +37,8 @@ PREVIEW_MAX_BYTES = 2 * 1024 * 1024
 
 class CallbackAttemptInline(admin.TabularInline):
     model = CallbackAttempt
-    fields = ["number", "attempted_at", "status_code", "delivered", "error"]
-    readonly_fields = fields
+    fields = ("number", "attempted_at", "status_code", "delivered", "error")
+    readonly_fields = fields  # a tuple, so that mypy also takes it as readonly_fields (strings only)
     extra = 0
     can_delete = False
 
@@ -57,7 +58,21 @@ class JobAdmin(admin.ModelAdmin):
         (None, {"fields": ["state_badge", "status", "owner", "api_key", "api", "ref_id", "tag"]}),
         ("Request", {"fields": ["image_preview", "model", "florence_task", "prompt", "options"]}),
         ("Result", {"fields": ["output", "error_code", "error", "prompt_tokens", "completion_tokens"]}),
-        ("Timings", {"fields": ["created_at", "queued_at", "started_at", "finished_at", "duration_display", "agent", "attempts", "tried_agents"]}),
+        (
+            "Timings",
+            {
+                "fields": [
+                    "created_at",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "duration_display",
+                    "agent",
+                    "attempts",
+                    "tried_agents",
+                ]
+            },
+        ),
         ("Callback", {"fields": ["callback_destination", "reply_state"], "classes": ["collapse"]}),
         ("Backend reply", {"fields": ["result"], "classes": ["collapse"]}),
     ]
@@ -66,7 +81,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
         # Everything but the tag: a job's record is the API's, not the admin's.
-        shown = [name for _, options in self.fieldsets for name in options["fields"]]
+        shown = flatten_fieldsets(self.fieldsets)
         return [name for name in shown if name != "tag"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -130,7 +145,7 @@ def retry_one(job: Job) -> str:
         return f"it is {job.state.lower()}, not finished"
     try:
         jobs.retry(job)
-    except jobs.JobRefused as refusal:
+    except Refusal as refusal:
         return refusal.message
     except InvalidTransition as error:
         return str(error)
@@ -179,7 +194,7 @@ class ApiKeyForm(forms.ModelForm):
 
     def clean_restrict_to(self) -> list[str]:
         names = [name.strip() for name in self.cleaned_data["restrict_to"].split(",") if name.strip()]
-        if bad := [name for name in names if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name)]:
+        if bad := ApiKey.invalid_api_names(names):
             raise forms.ValidationError(f"Not an API name: {', '.join(bad)}")
         return names
 
@@ -187,17 +202,27 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ["name", "owner", "prefix", "usable", "created_at", "expires_at", "revoked_at", "last_used_at", "restricted_to"]
+    list_display = [
+        "name",
+        "owner",
+        "prefix",
+        "usable",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "restricted_to",
+    ]
     list_filter = ["owner", "created_at"]
     list_select_related = ["owner"]
     search_fields = ["name", "prefix", "owner__username"]
     ordering = ["-created_at"]
     actions = ["revoke"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ["name", "owner", "expires_at", "restrict_to"]
-        return ["name", "owner", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at", "restrict_to"]
+            return ("name", "owner", "expires_at", "restrict_to")
+        return ("name", "owner", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at", "restrict_to")
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         # The key_hash is never shown, not even read-only.

@@ -6,31 +6,28 @@ that ends with a ReplyTo URL gets its callback queued.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from agents.models import AgentModel, Task
+from agents.clients import florence
+from agents.models import AgentModel, Capability
 from imagetotext.callbacks import queue_callback
 from imagetotext.conf import Conf
-from imagetotext.live import publish_change
+from imagetotext.dispatch import dispatch
+from imagetotext.errors import Refusal
 from imagetotext.images import UploadedImage
+from imagetotext.live import publish_change
 from imagetotext.models import Api, ApiKey, InvalidTransition, Job, State, StoredImage, store_image
-from imagetotext.scheduling import dispatch
 
-FLORENCE_TASKS_NEEDING_TEXT = {"referring_expression_segmentation", "caption_to_phrase_grounding", "docvqa"}
-
-
-class JobRefused(Exception):
-    """A request that cannot become a job; status and code follow AI Server."""
-
-    def __init__(self, message: str, status: int = 400, code: str = "ArgumentException", field: str = "") -> None:
-        super().__init__(message)
-        self.message, self.status, self.code, self.field = message, status, code, field
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,7 +35,6 @@ class JobRequest:
     """What a client asked for, before it is checked."""
 
     owner: Any
-    image: StoredImage | None
     model: str = ""
     prompt: str = ""
     florence_task: str = ""
@@ -51,85 +47,112 @@ class JobRequest:
     api_key: ApiKey | None = None
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """A request that passed every check: the fields of the jobs to create from it, one per image."""
+
+    fields: dict[str, Any]
+    ref_id: str = ""
+
+
 def resolve_model(requested: str) -> AgentModel:
     """The model a request names: exact, Ollama's ':latest', or a Florence short name.
 
     No model means Florence-2 on ComfyUI, as in AI Server. Models of disabled or
     offline agents are still found, so that the caller hears "no active agent" (405).
     """
-    known = AgentModel.objects.exclude(task=Task.TEXT).select_related("agent")
+    known = AgentModel.objects.exclude(capability=Capability.TEXT).select_related("agent")
     known = known.order_by("-agent__enabled", "-agent__online", "-agent__priority")
     if not requested:
-        florence = known.filter(task=Task.FLORENCE2)
-        usable = florence.filter(agent__enabled=True, agent__online=True)
-        match = usable.filter(name=Conf.DEFAULT_FLORENCE_MODEL).first() or usable.first() or florence.first()
-        if match is None:
-            raise JobRefused(
-                "No model was named and no ComfyUI agent offers Florence-2; name a model from /api/ActiveAiModels",
-                405, "NotSupportedException", "Model",
-            )
-        return match
+        return default_florence_model(known)
     for name in (requested, f"{requested}:latest"):
         if match := known.filter(name=name).first():
             return match
     if match := known.filter(name__endswith="/" + requested).first():
         return match
-    if AgentModel.objects.filter(name=requested, task=Task.TEXT).exists():
-        raise JobRefused(f"The model {requested} cannot read images", 400, "ArgumentException", "Model")
-    raise JobRefused(f"Model {requested} not found", 404, "NotFound", "Model")
+    if AgentModel.objects.filter(name=requested, capability=Capability.TEXT).exists():
+        raise Refusal(f"The model {requested} cannot read images", 400, "ArgumentException", "Model")
+    raise Refusal(f"Model {requested} not found", 404, "NotFound", "Model")
 
 
-def check(request: JobRequest) -> dict[str, Any]:
-    """Everything that can refuse a request, before anything is written; returns the job's fields."""
+def default_florence_model(known: QuerySet[AgentModel]) -> AgentModel:
+    florence = known.filter(capability=Capability.FLORENCE2)
+    usable = florence.filter(agent__enabled=True, agent__online=True)
+    match = usable.filter(name=Conf.DEFAULT_FLORENCE_MODEL).first() or usable.first() or florence.first()
+    if match is None:
+        raise Refusal(
+            "No model was named and no ComfyUI agent offers Florence-2; name a model from /api/ActiveAiModels",
+            405,
+            "NotSupportedException",
+            "Model",
+        )
+    return match
+
+
+def validate(request: JobRequest) -> JobSpec:
+    """Everything that can refuse a request, before anything is written."""
     model = resolve_model(request.model)
     if not AgentModel.objects.usable().filter(name=model.name).exists():
-        raise JobRefused(f"No active agent supports the model {model.name}", 405, "NotSupportedException", "Model")
+        raise Refusal(f"No active agent supports the model {model.name}", 405, "NotSupportedException", "Model")
     if request.ref_id and Job.objects.filter(owner=request.owner, ref_id=request.ref_id).exists():
-        raise JobRefused(f"RefId {request.ref_id} is already in use", 400, "ArgumentException", "RefId")
-    return job_fields(request, model)
+        raise ref_id_in_use(request.ref_id)
+    return JobSpec(job_fields(request, model), request.ref_id)
 
 
-def submit(request: JobRequest, fields: dict[str, Any] | None = None) -> Job:
-    """Store the job and let the scheduler pick an agent once it is committed."""
-    fields = {**(fields or check(request)), "image": request.image}
+def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> Job:
+    """Store the job for one image; once committed, the scheduler hands it to the workers.
+
+    A synchronous request passes hand_to_workers=False and tries to run the job itself first
+    (imagetotext.tasks.run_for_request).
+    """
     try:
         with transaction.atomic():
-            job = Job.objects.create(**fields)
+            job = Job.objects.create(**spec.fields, image=image)
     except IntegrityError:
-        raise JobRefused(f"RefId {request.ref_id} is already in use", 400, "ArgumentException", "RefId") from None
-    transaction.on_commit(lambda: announce(job))
-    transaction.on_commit(dispatch)
+        raise ref_id_in_use(spec.ref_id) from None
+    transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, job.state, created=True))
+    if hand_to_workers:
+        transaction.on_commit(dispatch)
     return job
 
 
-def submit_upload(request: JobRequest, upload: UploadedImage) -> Job:
+def create_with_upload(spec: JobSpec, upload: UploadedImage, hand_to_workers: bool = True) -> Job:
     """Store the uploaded image and its job together; a refusal leaves neither behind."""
-    fields = check(request)
     stored, created = None, False
     try:
         with transaction.atomic():
             stored, created = store_image(upload.data, upload.content_type, upload.width, upload.height)
-            request.image = stored
-            return submit(request, fields)
+            return create(spec, stored, hand_to_workers)
     except Exception:
         if created and stored is not None:
             stored.file.delete(save=False)  # the row rolled back; do not leave its file
         raise
 
 
+def ref_id_in_use(ref_id: str) -> Refusal:
+    return Refusal(f"RefId {ref_id} is already in use", 400, "ArgumentException", "RefId")
+
+
 def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
     prompt, task = request.prompt.strip(), ""
-    if model.task == Task.FLORENCE2:
-        task = request.florence_task or Conf.DEFAULT_FLORENCE_TASK
+    if model.capability == Capability.FLORENCE2:
+        task = request.florence_task or florence.DEFAULT_TASK
         if task not in model.details.get("tasks", [task]):
-            raise JobRefused(f"Unknown Florence-2 task {task!r}", 400, "ArgumentException", "Task")
-        prompt = prompt if task in FLORENCE_TASKS_NEEDING_TEXT else ""
-    elif model.task == Task.VISION and not prompt:
+            raise Refusal(f"Unknown Florence-2 task {task!r}", 400, "ArgumentException", "Task")
+        prompt = prompt if task in florence.TEXT_INPUT_TASKS else ""
+    elif model.capability == Capability.VISION and not prompt:
         prompt = Conf.DEFAULT_PROMPT
     fields = {
-        "owner": request.owner, "api_key": request.api_key, "api": request.api, "image": request.image,
-        "model": model.name, "prompt": prompt, "florence_task": task, "options": request.options,
-        "tag": request.tag[:100], "reply_to": request.reply_to, "reply_state": request.reply_state,
+        "owner": request.owner,
+        "api_key": request.api_key,
+        "api": request.api,
+        "model": model.name,
+        "prompt": prompt,
+        "florence_task": task,
+        "options": request.options,
+        "tag": request.tag[:100],
+        "reply_to": request.reply_to,
+        "reply_state": request.reply_state,
     }
     if request.ref_id:
         fields["ref_id"] = request.ref_id[:100]
@@ -145,8 +168,16 @@ def change(job: Job, state: str, **fields: Any) -> None:
     job.move_to(state, **fields)
     announce(job)
     if job.finished:
+        log_outcome(job)
         # After commit, so a worker on another broker never reads the job before it ended.
         transaction.on_commit(lambda: queue_callback(job))
+
+
+def log_outcome(job: Job) -> None:
+    """One line per finished job, naming the process that finished it (operators grep for it)."""
+    duration = f"{job.duration:.2f} s" if job.duration is not None else "-"
+    agent = job.agent.name if job.agent_id and job.agent else "-"
+    log.info("Job %s %s: model %s, agent %s, %s, pid %d", job.pk, job.state, job.model, agent, duration, os.getpid())
 
 
 def complete(job: Job, **fields: Any) -> None:
@@ -175,8 +206,19 @@ def retry(job: Job) -> None:
     """Run a finished job again from the start, on whichever agent is free."""
     resolve_model(job.model)
     change(
-        job, State.QUEUED, agent=None, attempts=0, tried_agents=[], output="", result={}, error="",
-        error_code="", prompt_tokens=None, completion_tokens=None, started_at=None, finished_at=None,
+        job,
+        State.QUEUED,
+        agent=None,
+        attempts=0,
+        tried_agents=[],
+        output="",
+        result={},
+        error="",
+        error_code="",
+        prompt_tokens=None,
+        completion_tokens=None,
+        started_at=None,
+        finished_at=None,
         status=State.QUEUED,
     )
     transaction.on_commit(dispatch)
@@ -202,7 +244,9 @@ def expire_unservable() -> int:
     waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, queued_at__lt=limit).exclude(model__in=offered)
     expired = 0
     for job in waiting:
-        message = f"No active agent offered {job.model} for {Conf.QUEUE_WAIT_SECONDS / 60:g} minutes; the job was given up."
+        message = (
+            f"No active agent offered {job.model} for {Conf.QUEUE_WAIT_SECONDS / 60:g} minutes; the job was given up."
+        )
         try:
             fail(job, message, "NotSupportedException")
         except InvalidTransition:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from typing import Any
@@ -142,6 +143,13 @@ class Job(models.Model):
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
 
+    @property
+    def tokens_per_second(self) -> float | None:
+        seconds = self.duration
+        if not self.completion_tokens or not seconds:
+            return None
+        return self.completion_tokens / seconds
+
     def move_to(self, state: str, **fields: Any) -> None:
         """The one place a job changes state: checked, timestamped and saved together.
 
@@ -172,6 +180,10 @@ class FailedJob(Job):
 
     class Meta:
         proxy = True
+
+
+# What restrict_to may hold: AI Server's request names (ImageToText, QueueImageToText, ...).
+API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 
 class ApiKey(models.Model):
@@ -210,6 +222,11 @@ class ApiKey(models.Model):
     def usable(self) -> bool:
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @staticmethod
+    def invalid_api_names(names: list[str]) -> list[str]:
+        """The names that cannot be API names, for restrict_to's checks."""
+        return [name for name in names if not API_NAME.fullmatch(name)]
 
     def allows(self, api: str) -> bool:
         return not self.restrict_to or api in self.restrict_to

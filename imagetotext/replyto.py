@@ -20,10 +20,19 @@ from dataclasses import dataclass, field
 METHODS = frozenset({"POST", "PUT", "PATCH"})
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 # Headers the callback itself sets, or that would change how the request is framed.
-RESERVED_HEADERS = frozenset({
-    "host", "content-type", "content-length", "transfer-encoding", "connection", "user-agent",
-    "x-callback-id", "x-callback-attempt", "x-signature-256",
-})
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "x-callback-id",
+        "x-callback-attempt",
+        "x-signature-256",
+    }
+)
 
 
 class InvalidReplyTo(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 from django.urls import path
 
-from imagetotext.auth import ApiRequest, api_view
+from imagetotext.api.auth import ApiRequest, api_view
 
 
 def who(request: ApiRequest) -> dict[str, object]:

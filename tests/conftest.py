@@ -49,7 +49,7 @@ def private_channel_layer(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture
-def admin_user(django_user_model):  # type: ignore[no-untyped-def]
+def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")
 
 
@@ -62,26 +62,26 @@ def jobs_run_inline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def api_user(django_user_model):  # type: ignore[no-untyped-def]
+def api_user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw-for-tests-only")
 
 
 @pytest.fixture
-def api_key(api_user) -> str:  # type: ignore[no-untyped-def]
+def api_key(api_user) -> str:
     from imagetotext.models import ApiKey
 
     return ApiKey.issue(api_user, "tests")[1]
 
 
 @pytest.fixture
-def api_client(api_key: str):  # type: ignore[no-untyped-def]
+def api_client(api_key: str):
     from django.test import Client
 
     return Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
 
 
 @pytest.fixture
-def ollama_agent(fake_ollama):  # type: ignore[no-untyped-def]
+def ollama_agent(fake_ollama):
     from agents.health import check_agent
     from agents.models import Agent
 
@@ -91,7 +91,7 @@ def ollama_agent(fake_ollama):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def comfy_agent(fake_comfyui):  # type: ignore[no-untyped-def]
+def comfy_agent(fake_comfyui):
     from agents.health import check_agent
     from agents.models import Agent
 
@@ -101,14 +101,14 @@ def comfy_agent(fake_comfyui):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def user_client(client, api_user):  # type: ignore[no-untyped-def]
+def user_client(client, api_user):
     """A browser-like client signed in as the API user."""
     client.force_login(api_user)
     return client
 
 
 @pytest.fixture
-def image(png_bytes: bytes):  # type: ignore[no-untyped-def]
+def image(png_bytes: bytes):
     """A stored image, as an upload leaves it."""
     from imagetotext.models import store_image
 
@@ -127,7 +127,7 @@ def png_bytes() -> bytes:
 
 
 @pytest.fixture
-async def async_orm_connections_closed():  # type: ignore[no-untyped-def]
+async def async_orm_connections_closed():
     """For async tests: the async ORM runs in asgiref's shared thread, whose connection
     would stay open and keep PostgreSQL from dropping the test database."""
     from asgiref.sync import sync_to_async

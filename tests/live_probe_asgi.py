@@ -35,6 +35,4 @@ class ProbeConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["text"])
 
 
-application = ProtocolTypeRouter(
-    {"websocket": URLRouter([path("ws/probe/<str:group>/", ProbeConsumer.as_asgi())])}
-)
+application = ProtocolTypeRouter({"websocket": URLRouter([path("ws/probe/<str:group>/", ProbeConsumer.as_asgi())])})

@@ -31,8 +31,12 @@ class LiveServer:
     def manage(self, *args: str) -> str:
         """Run a management command against this server's database; returns its stdout."""
         result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=self.env,
-            capture_output=True, text=True, timeout=120,
+            [sys.executable, "manage.py", *args],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout
@@ -76,8 +80,13 @@ def live_server(data_dir: Path, **extra_env: str) -> Iterator[LiveServer]:
         if database_url:
             env["DATABASE_URL"] = database_url
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve"], cwd=settings.BASE_DIR, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            [sys.executable, "manage.py", "serve"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         server = LiveServer(f"http://127.0.0.1:{port}", process, env)
         try:

@@ -1,6 +1,5 @@
 // The Image to Text page: images waiting to be sent, presets, and the live job cards.
-// Cards arrive as HTML (page load, htmx responses, the WebSocket); this file only
-// keeps them in order and up to date, it never builds one.
+// Cards arrive as HTML (with the page, then over the WebSocket); this file never builds one.
 (function () {
   "use strict";
 
@@ -106,7 +105,7 @@
 
     function update() {
       const option = model.selectedOptions[0];
-      const task = option ? option.dataset.task : "vision";
+      const task = option ? option.dataset.capability : "vision";
       presets.forEach((radio) => {
         radio.disabled = task === "ocr" && radio.value !== "text";
       });
@@ -114,8 +113,8 @@
       const chosen = presets.find((radio) => radio.checked);
       prompt.disabled = task !== "vision";
       if (task === "florence2") {
-        const tasks = (option.dataset.florenceTasks || "").split(" ");
-        const florence = chosen.value === "tags" && tasks.includes("prompt_gen_tags") ? "prompt_gen_tags" : chosen.dataset.florenceTask;
+        // The server says which Florence-2 task each preset runs on this model.
+        const florence = JSON.parse(option.dataset.presetTasks || "{}")[chosen.value];
         help.textContent = `Florence-2 runs its task "${florence}" for this preset; it takes no prompt.`;
       } else if (task === "ocr") {
         help.textContent = "The local OCR model only extracts text; it takes no prompt.";
@@ -184,10 +183,8 @@
   }
 
   // --- live cards ------------------------------------------------------------
-
-  function rendered(card) {
-    return parseFloat(card.dataset.rendered || "0");
-  }
+  // Cards arrive over the WebSocket only: a new one goes on top of #jobs, a changed one
+  // replaces the card with its id (htmx does both). Here they are only announced.
 
   function cardIn(fragment) {
     if (fragment.matches && fragment.matches(".job-card")) return fragment;
@@ -200,52 +197,12 @@
     document.getElementById("announcer").textContent = `${title}: ${badge}`;
   }
 
-  // A card rendered before the one on the page (a late htmx answer) must not replace it.
   document.addEventListener("htmx:oobBeforeSwap", (event) => {
     const incoming = cardIn(event.detail.fragment);
     const existing = event.detail.target;
-    if (!incoming || !existing.matches(".job-card")) return;
-    if (rendered(incoming) < rendered(existing)) {
-      event.detail.shouldSwap = false;
-    } else if (incoming.dataset.state !== existing.dataset.state) {
+    if (incoming && (!existing.matches(".job-card") || incoming.dataset.state !== existing.dataset.state)) {
       announce(incoming);
     }
-  });
-
-  // A card for a job the page does not show yet (sent from another tab, or its
-  // htmx answer is still on the way): wait a moment for that answer, then add it.
-  document.addEventListener("htmx:oobErrorNoTarget", (event) => {
-    const card = event.detail.content;
-    if (!card.matches || !card.matches(".job-card")) return;  // e.g. text of a card since finished
-    setTimeout(() => placeCard(card), 1000);
-  });
-
-  function placeCard(card) {
-    const existing = document.getElementById(card.id);
-    const list = document.getElementById("jobs");
-    if (existing && rendered(existing) >= rendered(card)) return;
-    if (existing) existing.replaceWith(card);
-    else if (list && !list.classList.contains("jobs--single")) list.prepend(card);
-    else return;
-    htmx.process(card);
-    announce(card);
-  }
-
-  // After cards were added by an htmx answer, keep one card per job: the newest rendering.
-  document.addEventListener("htmx:afterSwap", (event) => {
-    if (event.detail.target.id !== "jobs") return;
-    const seen = new Map();
-    document.querySelectorAll("#jobs > .job-card").forEach((card) => {
-      const first = seen.get(card.id);
-      if (!first) {
-        seen.set(card.id, card);
-      } else if (rendered(card) > rendered(first)) {
-        first.replaceWith(card);
-        seen.set(card.id, card);
-      } else {
-        card.remove();
-      }
-    });
   });
 
   function setLiveStatus(state, text) {

@@ -14,11 +14,15 @@ import pytest
 
 from tests.browser.pages import ADMIN_PASSWORD, BOB_PASSWORD
 
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -72,18 +76,25 @@ def server(backends: tuple[object, object], tmp_path_factory: pytest.TempPathFac
 
     ollama, comfy = backends
     with live_server(
-        tmp_path_factory.mktemp("browser-server"), OLLAMA_URLS=ollama.url, COMFYUI_URLS=comfy.url,  # type: ignore[attr-defined]
-        ADMIN_PASSWORD=ADMIN_PASSWORD, LOCAL_AGENT="0",
+        tmp_path_factory.mktemp("browser-server"),
+        OLLAMA_URLS=ollama.url,
+        COMFYUI_URLS=comfy.url,
+        ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LOCAL_AGENT="0",
     ) as running:
-        running.manage("shell", "-c", (
-            "from django.contrib.auth.models import User; "
-            f"User.objects.create_user('bob', password='{BOB_PASSWORD}')"
-        ))
+        running.manage(
+            "shell",
+            "-c",
+            (
+                "from django.contrib.auth.models import User; "
+                f"User.objects.create_user('bob', password='{BOB_PASSWORD}')"
+            ),
+        )
         yield running
 
 
 @pytest.fixture
-def context(browser, server) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def context(browser, server) -> Iterator[object]:
     context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     context.set_default_timeout(15_000)
@@ -92,5 +103,5 @@ def context(browser, server) -> Iterator[object]:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def page(context):  # type: ignore[no-untyped-def]
+def page(context):
     return context.new_page()

@@ -74,7 +74,7 @@ def send(page: Page, model: str, preset: str) -> None:
     expect(page.locator("#pending li")).to_have_count(0)
 
 
-def cards(page: Page):  # type: ignore[no-untyped-def]
+def cards(page: Page):
     return page.locator("#jobs > .job-card")
 
 
@@ -110,7 +110,7 @@ def test_images_by_picker_and_paste_stream_into_their_cards(page: Page, backends
     screenshot(page, "04-done")
 
 
-def test_a_dropped_image_is_sent_and_its_text_copied(page: Page, backends) -> None:  # type: ignore[no-untyped-def]
+def test_a_dropped_image_is_sent_and_its_text_copied(page: Page, backends) -> None:
     ollama, _ = backends
     sign_in(page)
 
@@ -160,7 +160,9 @@ def test_run_again_sends_the_stored_image_with_another_model(page: Page, backend
     page.get_by_role("button", name="Send").click()
     again = cards(page).first
     expect(again).not_to_have_id(first.get_attribute("id") or "")
-    expect(again.locator(".job-output")).to_have_text(ollama.reply_for("gemma3:4b", "What colour is it?"), timeout=20_000)
+    expect(again.locator(".job-output")).to_have_text(
+        ollama.reply_for("gemma3:4b", "What colour is it?"), timeout=20_000
+    )
     assert again.locator("img").get_attribute("src") == first.locator("img").get_attribute("src")
 
 
@@ -198,7 +200,7 @@ def test_a_reload_mid_job_shows_the_true_state(page: Page, backends, tmp_path: P
     expect(card.locator(".job-output")).to_have_text(ollama.reply_for("llava:7b", prompt), timeout=20_000)
 
 
-def test_one_user_never_sees_anothers_cards(browser, server, backends, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_user_never_sees_anothers_cards(browser, server, backends, tmp_path: Path) -> None:
     alice_context = browser.new_context(base_url=server.url)
     bob_context = browser.new_context(base_url=server.url, color_scheme="dark", viewport={"width": 390, "height": 844})
     try:
@@ -224,3 +226,26 @@ def test_one_user_never_sees_anothers_cards(browser, server, backends, tmp_path:
     finally:
         alice_context.close()
         bob_context.close()
+
+
+def test_after_many_requests_a_reload_keeps_the_newest_cards_first(page: Page, server) -> None:
+    # 30 requests that just finished: more than the page lists, all of them resent on connect.
+    server.manage(
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth.models import User; from django.utils import timezone; "
+            "from imagetotext.models import Job; admin = User.objects.get(username='admin'); "
+            "[Job.objects.create(owner=admin, model='llava:7b', prompt=f'Request {n}', state='Completed', "
+            "output=f'Answer {n}', started_at=timezone.now(), finished_at=timezone.now()) for n in range(30)]"
+        ),
+    )
+    sign_in(page)
+    page.reload()
+    expect(page.locator("#live-status")).to_have_text("live")
+    page.wait_for_timeout(1500)  # the old page re-added resent cards a second after load
+
+    ids = [int(card_id.removeprefix("job-")) for card_id in cards(page).evaluate_all("cards => cards.map(c => c.id)")]
+    assert len(ids) == 20
+    assert ids == sorted(ids, reverse=True), "newest first, with no older card above a newer one"
+    screenshot(page, "10-reloaded-after-30-requests")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine, NoReturn, Self
+from typing import Any, NoReturn, Self
 
 from aiohttp import web
 from multidict import CIMultiDict

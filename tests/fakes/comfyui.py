@@ -8,27 +8,38 @@ import mimetypes
 import posixpath
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from tests.fakes.base import RECORDED, FakeServer
 from tests.fakes.comfyui_nodes import (
-    FILE_TYPES, api_error, is_link, object_info, split_annotation, upstream, validate_prompt,
+    FILE_TYPES,
+    api_error,
+    is_link,
+    object_info,
+    split_annotation,
+    upstream,
+    validate_prompt,
 )
 
 TEXT_INPUT_TASKS = ("referring_expression_segmentation", "caption_to_phrase_grounding", "docvqa")
-TEXT_INPUT_ERROR = ("Text input (prompt) is only supported for 'referring_expression_segmentation', "
-                    "'caption_to_phrase_grounding', and 'docvqa'\n")
+TEXT_INPUT_ERROR = (
+    "Text input (prompt) is only supported for 'referring_expression_segmentation', "
+    "'caption_to_phrase_grounding', and 'docvqa'\n"
+)
 # What mode "execution_error" fails with: a realistic out-of-memory error.
-FORCED_ERROR = ("torch.OutOfMemoryError",
-                "Allocation on device \nThis error means you ran out of memory on your GPU.\n")
+FORCED_ERROR = (
+    "torch.OutOfMemoryError",
+    "Allocation on device \nThis error means you ran out of memory on your GPU.\n",
+)
 DEFAULT_CAPTIONS = {
     "caption": "A cat sitting on a wooden table.",
     "detailed_caption": "The image shows a grey tabby cat sitting on a wooden table next to a window.",
     "more_detailed_caption": "The image shows a grey tabby cat with green eyes sitting on a wooden table. "
-                             "Soft daylight comes through the window behind it.",
+    "Soft daylight comes through the window behind it.",
     "ocr": "OPEN DAILY 9AM - 5PM",
 }
 FEATURE_FLAGS = {"supports_preview_metadata": True, "max_upload_size": 104857600.0}
@@ -61,10 +72,18 @@ class FakeComfyUI(FakeServer):
     extra_modes = frozenset({"execution_error"})
     streaming_paths = frozenset({"/ws", "/api/ws"})
 
-    def __init__(self, *, captions: dict[str, str] | None = None, run_seconds: float = 0.1,
-                 florence_installed: bool = True, custom_scripts_installed: bool = True,
-                 preview_any_installed: bool = True, installed_models: Iterable[str] = ("Florence-2-base",),
-                 latency: float = 0.0, mode: str = "ok") -> None:
+    def __init__(
+        self,
+        *,
+        captions: dict[str, str] | None = None,
+        run_seconds: float = 0.1,
+        florence_installed: bool = True,
+        custom_scripts_installed: bool = True,
+        preview_any_installed: bool = True,
+        installed_models: Iterable[str] = ("Florence-2-base",),
+        latency: float = 0.0,
+        mode: str = "ok",
+    ) -> None:
         super().__init__(latency=latency, mode=mode)
         self.captions: dict[str, str] = {**DEFAULT_CAPTIONS, **(captions or {})}
         self.run_seconds = run_seconds
@@ -95,13 +114,20 @@ class FakeComfyUI(FakeServer):
 
     def add_routes(self, app: web.Application) -> None:
         routes = [
-            ("GET", "/ws", self._websocket), ("POST", "/prompt", self._post_prompt),
-            ("GET", "/prompt", self._get_prompt), ("GET", "/history", self._get_history),
-            ("GET", "/history/{prompt_id}", self._get_history), ("POST", "/history", self._post_history),
-            ("GET", "/queue", self._get_queue), ("POST", "/queue", self._post_queue),
-            ("POST", "/interrupt", self._post_interrupt), ("POST", "/upload/image", self._upload_image),
-            ("GET", "/view", self._view), ("GET", "/object_info", self._object_info),
-            ("GET", "/object_info/{node_class}", self._object_info), ("GET", "/system_stats", self._system_stats),
+            ("GET", "/ws", self._websocket),
+            ("POST", "/prompt", self._post_prompt),
+            ("GET", "/prompt", self._get_prompt),
+            ("GET", "/history", self._get_history),
+            ("GET", "/history/{prompt_id}", self._get_history),
+            ("POST", "/history", self._post_history),
+            ("GET", "/queue", self._get_queue),
+            ("POST", "/queue", self._post_queue),
+            ("POST", "/interrupt", self._post_interrupt),
+            ("POST", "/upload/image", self._upload_image),
+            ("GET", "/view", self._view),
+            ("GET", "/object_info", self._object_info),
+            ("GET", "/object_info/{node_class}", self._object_info),
+            ("GET", "/system_stats", self._system_stats),
         ]
         for prefix in ("", "/api"):  # ComfyUI serves every route under both
             for method, path, handler in routes:
@@ -126,10 +152,14 @@ class FakeComfyUI(FakeServer):
             return _rejected(api_error("no_prompt", "No prompt provided", "No prompt provided"))
         prompt_id = body.get("prompt_id", str(uuid.uuid4()))
         if not _is_canonical_uuid(prompt_id):
-            return _rejected(api_error(
-                "invalid_prompt_id", "prompt_id must be a valid UUID",
-                "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
-                "omit it to let the server generate one"))
+            return _rejected(
+                api_error(
+                    "invalid_prompt_id",
+                    "prompt_id must be a valid UUID",
+                    "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+                    "omit it to let the server generate one",
+                )
+            )
         if not isinstance(body["prompt"], dict):
             return self.failure_response()
         error, node_errors, outputs = validate_prompt(body["prompt"], self.object_info(), self._has_input_file)
@@ -227,8 +257,7 @@ class FakeComfyUI(FakeServer):
         if data is None:
             return web.Response(status=404)
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return web.Response(body=data, content_type=content_type,
-                            headers={"Content-Disposition": f'filename="{name}"'})
+        return web.Response(body=data, content_type=content_type, headers={"Content-Disposition": f'filename="{name}"'})
 
     async def _object_info(self, request: web.Request) -> web.StreamResponse:
         nodes = self.object_info()
@@ -238,15 +267,32 @@ class FakeComfyUI(FakeServer):
         return web.json_response({wanted: nodes[wanted]} if wanted in nodes else {})
 
     async def _system_stats(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({
-            "system": {"os": "posix", "ram_total": 67108864000, "ram_free": 50000000000,
-                       "comfyui_version": "0.3.64", "required_frontend_version": "1.27.10",
-                       "python_version": "3.12.3 (main) [GCC 13.2.0]", "pytorch_version": "2.8.0+cu128",
-                       "embedded_python": False, "argv": ["main.py", "--listen", "0.0.0.0"]},
-            "devices": [{"name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync", "type": "cuda", "index": 0,
-                         "vram_total": 25386352640, "vram_free": 24100000000,
-                         "torch_vram_total": 0, "torch_vram_free": 0}],
-        })
+        return web.json_response(
+            {
+                "system": {
+                    "os": "posix",
+                    "ram_total": 67108864000,
+                    "ram_free": 50000000000,
+                    "comfyui_version": "0.3.64",
+                    "required_frontend_version": "1.27.10",
+                    "python_version": "3.12.3 (main) [GCC 13.2.0]",
+                    "pytorch_version": "2.8.0+cu128",
+                    "embedded_python": False,
+                    "argv": ["main.py", "--listen", "0.0.0.0"],
+                },
+                "devices": [
+                    {
+                        "name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
+                        "type": "cuda",
+                        "index": 0,
+                        "vram_total": 25386352640,
+                        "vram_free": 24100000000,
+                        "torch_vram_total": 0,
+                        "torch_vram_free": 0,
+                    }
+                ],
+            }
+        )
 
     # --- websocket -------------------------------------------------------------
 
@@ -293,8 +339,13 @@ class FakeComfyUI(FakeServer):
     def object_info(self) -> dict[str, dict[str, Any]]:
         """node_info for every installed node class, as GET /object_info returns it."""
         inputs = sorted(posixpath.join(sub, name) for kind, sub, name in self.files if kind == "input")
-        return object_info(inputs, self.installed_models, florence=self.florence_installed,
-                           show_text=self.custom_scripts_installed, preview_any=self.preview_any_installed)
+        return object_info(
+            inputs,
+            self.installed_models,
+            florence=self.florence_installed,
+            show_text=self.custom_scripts_installed,
+            preview_any=self.preview_any_installed,
+        )
 
     def _has_input_file(self, annotated: str) -> bool:
         kind, path = split_annotation(annotated, "input")
@@ -331,7 +382,8 @@ class FakeComfyUI(FakeServer):
         if not failed:
             await self._event(item, "execution_success", stamp | {"timestamp": _ms()}, messages)
         self.history[item.prompt_id] = {
-            "prompt": item.as_list(), "outputs": {} if failed else outputs,
+            "prompt": item.as_list(),
+            "outputs": {} if failed else outputs,
             "status": {"status_str": "error" if failed else "success", "completed": not failed, "messages": messages},
             "meta": meta,
         }
@@ -339,8 +391,14 @@ class FakeComfyUI(FakeServer):
         await self._broadcast_status()
         await self._send(item.client_id, "executing", {"node": None, "prompt_id": item.prompt_id})
 
-    async def _run_nodes(self, item: QueuedPrompt, order: list[str], outputs: dict[str, Any],
-                         meta: dict[str, Any], messages: list[list[Any]]) -> bool:
+    async def _run_nodes(
+        self,
+        item: QueuedPrompt,
+        order: list[str],
+        outputs: dict[str, Any],
+        meta: dict[str, Any],
+        messages: list[list[Any]],
+    ) -> bool:
         """Run each node in turn; True when the run ended in an error or an interrupt."""
         step = self.run_seconds / max(1, len(order))
         doomed = next((nid for nid in order if item.prompt[nid]["class_type"] == "Florence2Run"), order[0])
@@ -352,8 +410,13 @@ class FakeComfyUI(FakeServer):
             executing = {"node": nid, "display_node": nid, "prompt_id": item.prompt_id}
             await self._send(item.client_id, "executing", executing)
             if await self._interrupted_within(step):
-                data = {"prompt_id": item.prompt_id, "node_id": nid, "node_type": node_type,
-                        "executed": executed, "timestamp": _ms()}
+                data = {
+                    "prompt_id": item.prompt_id,
+                    "node_id": nid,
+                    "node_type": node_type,
+                    "executed": executed,
+                    "timestamp": _ms(),
+                }
                 await self._event(item, "execution_interrupted", data, messages)
                 return True
             failure = self._failure(item.prompt[nid], forced=self.mode == "execution_error" and nid == doomed)
@@ -370,8 +433,11 @@ class FakeComfyUI(FakeServer):
         if ui is not None:
             outputs[nid] = ui
             meta[nid] = {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
-            await self._send(item.client_id, "executed",
-                             {"node": nid, "display_node": nid, "output": ui, "prompt_id": item.prompt_id})
+            await self._send(
+                item.client_id,
+                "executed",
+                {"node": nid, "display_node": nid, "output": ui, "prompt_id": item.prompt_id},
+            )
         await self._progress(item, nid, "finished")
 
     def _failure(self, node: dict[str, Any], *, forced: bool) -> tuple[str, str] | None:
@@ -405,7 +471,7 @@ class FakeComfyUI(FakeServer):
         try:
             await asyncio.wait_for(self._interrupt.wait(), seconds)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def _event(self, item: QueuedPrompt, event: str, data: dict[str, Any], messages: list[list[Any]]) -> None:
@@ -417,8 +483,16 @@ class FakeComfyUI(FakeServer):
             await self._send(item.client_id, event, data)
 
     async def _progress(self, item: QueuedPrompt, nid: str, state: str) -> None:
-        node = {"value": 0 if state == "running" else 1, "max": 1, "state": state, "node_id": nid,
-                "prompt_id": item.prompt_id, "display_node_id": nid, "parent_node_id": None, "real_node_id": nid}
+        node = {
+            "value": 0 if state == "running" else 1,
+            "max": 1,
+            "state": state,
+            "node_id": nid,
+            "prompt_id": item.prompt_id,
+            "display_node_id": nid,
+            "parent_node_id": None,
+            "real_node_id": nid,
+        }
         data = {"prompt_id": item.prompt_id, "nodes": {nid: node}}
         for sid in [item.client_id] if item.client_id else list(self._sockets):
             await self._send(sid, "progress_state", data)
@@ -434,12 +508,22 @@ def _rejected(error: dict[str, Any], node_errors: dict[str, Any] | None = None) 
 def _error_data(item: QueuedPrompt, nid: str, executed: list[str], failure: tuple[str, str]) -> dict[str, Any]:
     node = item.prompt[nid]
     # Like ComfyUI, inputs are lists and anything that is not a primitive goes through str().
-    inputs = {name: [value if isinstance(value, (str, int, float, bool)) else str(value)]
-              for name, value in node.get("inputs", {}).items()}
-    return {"prompt_id": item.prompt_id, "node_id": nid, "node_type": node["class_type"], "executed": executed,
-            "exception_message": failure[1], "exception_type": failure[0],
-            "traceback": ['  File "/ComfyUI/execution.py", line 277, in get_output_data\n'],
-            "current_inputs": inputs, "current_outputs": executed, "timestamp": _ms()}
+    inputs = {
+        name: [value if isinstance(value, (str, int, float, bool)) else str(value)]
+        for name, value in node.get("inputs", {}).items()
+    }
+    return {
+        "prompt_id": item.prompt_id,
+        "node_id": nid,
+        "node_type": node["class_type"],
+        "executed": executed,
+        "exception_message": failure[1],
+        "exception_type": failure[0],
+        "traceback": ['  File "/ComfyUI/execution.py", line 277, in get_output_data\n'],
+        "current_inputs": inputs,
+        "current_outputs": executed,
+        "timestamp": _ms(),
+    }
 
 
 def _escapes(subfolder: str) -> bool:

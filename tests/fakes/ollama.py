@@ -9,9 +9,10 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -20,8 +21,7 @@ from tests.fakes.base import RECORDED, FakeServer
 DEFAULT_SCENE = "A red square on a white background."
 MIDSTREAM_ERROR = "an error was encountered while running the model"
 NO_VISION_ERROR = (
-    "Failed to create new sequence: failed to process inputs: "
-    "this model is missing data required for image input"
+    "Failed to create new sequence: failed to process inputs: this model is missing data required for image input"
 )
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 CRASH_ERROR = "llama runner process has terminated: exit status 2"
@@ -66,8 +66,14 @@ class FakeModel:
 
     def tags_entry(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.name.encode()).hexdigest()
-        return {"name": self.name, "model": self.name, "modified_at": MODIFIED_AT,
-                "size": self.size, "digest": digest, "details": self.details()}
+        return {
+            "name": self.name,
+            "model": self.name,
+            "modified_at": MODIFIED_AT,
+            "size": self.size,
+            "digest": digest,
+            "details": self.details(),
+        }
 
     def show(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -76,12 +82,19 @@ class FakeModel:
             "parameters": 'stop                           "<|end|>"',
             "template": "{{ .Prompt }}",
             "details": self.details(),
-            "model_info": {"general.architecture": self.family, "general.file_type": 15,
-                           f"{self.family}.context_length": 8192},
+            "model_info": {
+                "general.architecture": self.family,
+                "general.file_type": 15,
+                f"{self.family}.context_length": 8192,
+            },
         }
         if self.vision:
-            body["projector_info"] = {"general.architecture": "clip", "clip.has_vision_encoder": True,
-                                      "clip.vision.image_size": 336, "clip.vision.block_count": 24}
+            body["projector_info"] = {
+                "general.architecture": "clip",
+                "clip.has_vision_encoder": True,
+                "clip.vision.image_size": 336,
+                "clip.vision.block_count": 24,
+            }
         body["capabilities"] = ["completion", "vision"] if self.vision else ["completion", "tools"]
         body["modified_at"] = MODIFIED_AT
         return body
@@ -89,8 +102,14 @@ class FakeModel:
 
 def default_models() -> list[FakeModel]:
     return [
-        FakeModel("llava:7b", vision=True, family="llama", parameter_size="7B",
-                  quantization_level="Q4_0", families=["llama", "clip"]),
+        FakeModel(
+            "llava:7b",
+            vision=True,
+            family="llama",
+            parameter_size="7B",
+            quantization_level="Q4_0",
+            families=["llama", "clip"],
+        ),
         FakeModel("gemma3:4b", vision=True, family="gemma3", parameter_size="4.3B"),
         FakeModel("llama3.2:3b", vision=False, family="llama", parameter_size="3.2B"),
     ]
@@ -102,8 +121,15 @@ class FakeOllama(FakeServer):
     extra_modes = frozenset({"midstream_error", "no_vision", "busy"})
     streaming_paths = frozenset({"/api/generate"})
 
-    def __init__(self, *, models: Iterable[FakeModel] | None = None, replies: dict[str, str] | None = None,
-                 chunk_delay: float = 0.0, latency: float = 0.0, mode: str = "ok") -> None:
+    def __init__(
+        self,
+        *,
+        models: Iterable[FakeModel] | None = None,
+        replies: dict[str, str] | None = None,
+        chunk_delay: float = 0.0,
+        latency: float = 0.0,
+        mode: str = "ok",
+    ) -> None:
         super().__init__(latency=latency, mode=mode)
         self.models: list[FakeModel] = list(models) if models is not None else default_models()
         self.replies: dict[str, str] = dict(replies or {})
@@ -188,8 +214,9 @@ class FakeOllama(FakeServer):
             return await self._answer_whole(request, name, pieces, metrics)
         return await self._answer_streamed(request, name, pieces, metrics)
 
-    async def _answer_whole(self, request: web.Request, name: str, pieces: list[str],
-                            metrics: dict[str, Any]) -> web.StreamResponse:
+    async def _answer_whole(
+        self, request: web.Request, name: str, pieces: list[str], metrics: dict[str, Any]
+    ) -> web.StreamResponse:
         await asyncio.sleep(self.chunk_delay * len(pieces))
         if self.mode == "drop":
             return self.drop_connection(request)
@@ -198,8 +225,9 @@ class FakeOllama(FakeServer):
             return _error(500, MIDSTREAM_ERROR)
         return web.json_response(_chunk(name, "".join(pieces), done=True) | metrics)
 
-    async def _answer_streamed(self, request: web.Request, name: str, pieces: list[str],
-                               metrics: dict[str, Any]) -> web.StreamResponse:
+    async def _answer_streamed(
+        self, request: web.Request, name: str, pieces: list[str], metrics: dict[str, Any]
+    ) -> web.StreamResponse:
         response = web.StreamResponse()
         response.content_type = "application/x-ndjson"
         await response.prepare(request)
@@ -221,8 +249,10 @@ class FakeOllama(FakeServer):
 def decode_image(data: Any) -> bytes:
     """Decode like Go's encoding/json does for []byte: strict standard base64, CR/LF ignored."""
     if not isinstance(data, str):
-        raise ValueError(f"json: cannot unmarshal {_json_kind(data)} into Go struct field "
-                         "GenerateRequest.images of type api.ImageData")
+        raise ValueError(
+            f"json: cannot unmarshal {_json_kind(data)} into Go struct field "
+            "GenerateRequest.images of type api.ImageData"
+        )
     try:
         return base64.b64decode(data.replace("\r", "").replace("\n", ""), validate=True)
     except binascii.Error:
@@ -251,8 +281,9 @@ def _bind_json(raw: bytes, fields: dict[str, tuple[type, str]], struct: str) -> 
         # bool is an int subclass in Python but a distinct JSON type in Go.
         wrong = not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))
         if value is not None and wrong:
-            return _error(400, f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
-                               f"{struct}.{key} of type {go_type}")
+            return _error(
+                400, f"json: cannot unmarshal {_json_kind(value)} into Go struct field {struct}.{key} of type {go_type}"
+            )
     return body
 
 
@@ -280,7 +311,7 @@ def _split_words(text: str) -> list[str]:
 
 
 def _chunk(model: str, text: str, *, done: bool) -> dict[str, Any]:
-    created = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    created = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     return {"model": model, "created_at": created, "response": text, "done": done}
 
 

@@ -51,7 +51,7 @@ class Command(BaseCommand):
         try:
             agent.clean_fields(exclude=["name"])
         except ValidationError as error:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items()))
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())) from None
         agent, created = register(kind, url, source=Source.COMMAND, name=options["name"], **fields)
         verb = "Added" if created else "Already registered:"
         self.stdout.write(f"{verb} {agent.name} ({agent.kind}, {agent.base_url})")

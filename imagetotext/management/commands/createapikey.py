@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from argparse import ArgumentParser
 from datetime import timedelta
 from typing import Any
@@ -12,8 +11,6 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from imagetotext.models import ApiKey
-
-API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
 class Command(BaseCommand):
@@ -27,7 +24,9 @@ class Command(BaseCommand):
             "--restrict-to", default="", metavar="API,API", help="e.g. ImageToText,QueueImageToText. Default: all."
         )
 
-    def handle(self, *args: Any, name: str, owner: str, expires_in_days: int | None, restrict_to: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, name: str, owner: str, expires_in_days: int | None, restrict_to: str, **options: Any
+    ) -> None:
         fields = {"restrict_to": api_names(restrict_to), "expires_at": expiry(expires_in_days)}
         user = find_owner(owner)
         row, key = ApiKey.issue(user, name, **fields)
@@ -39,7 +38,7 @@ class Command(BaseCommand):
 
 def api_names(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
-    if bad := [name for name in names if not API_NAME.match(name)]:
+    if bad := ApiKey.invalid_api_names(names):
         raise CommandError(f"Not an API name: {', '.join(bad)} (expected e.g. ImageToText,QueueImageToText)")
     return names
 

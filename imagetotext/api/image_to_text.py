@@ -1,0 +1,168 @@
+"""ImageToText, QueueImageToText and GetTextGenerationStatus, as AI Server serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from imagetotext.api.auth import ApiRequest, api_view
+from imagetotext.api.wire import (
+    error_response,
+    fields_of,
+    methods,
+    refusal_response,
+    reply,
+    response_status,
+    text_field,
+    uploaded_image,
+    xsd_duration,
+)
+from imagetotext.callbacks import CallbackRefused, check_destination
+from imagetotext.conf import Conf
+from imagetotext.errors import ImageRejected, Refusal
+from imagetotext.images import read_upload
+from imagetotext.jobs import JobRequest, create_with_upload, validate
+from imagetotext.live import wait_until_finished
+from imagetotext.models import Job, State
+from imagetotext.replyto import InvalidReplyTo
+from imagetotext.replyto import parse as parse_reply_to
+from imagetotext.tasks import run_for_request
+
+
+@csrf_exempt
+@methods("POST")
+@api_view("ImageToText")
+async def image_to_text(request: ApiRequest) -> JsonResponse:
+    """Run one image through a model and answer with the text (waits for the job)."""
+    try:
+        job = await sync_to_async(accept_job)(request, queued=False)
+    except Refusal as refusal:
+        return refusal_response(refusal)
+    job = await run_or_wait(job.pk)
+    if job.state == State.COMPLETED:
+        return reply({"results": [{"text": job.output}], "duration": xsd_duration(job.duration)})
+    if job.finished:
+        return error_response(500, job.error or f"The job was {job.state.lower()}", job.error_code or "Exception")
+    url = status_url(request, job)
+    message = f"The job did not finish within {Conf.SYNC_WAIT_SECONDS:g} s and is still running: {url}"
+    return error_response(500, message, "Timeout")
+
+
+@csrf_exempt
+@methods("POST")
+@api_view("QueueImageToText")
+def queue_image_to_text(request: ApiRequest) -> JsonResponse:
+    """Queue the image and answer at once with where to ask for the result."""
+    try:
+        job = accept_job(request, queued=True)
+    except Refusal as refusal:
+        return refusal_response(refusal)
+    return reply(
+        {
+            "jobId": job.pk,
+            "refId": job.ref_id,
+            "jobState": job.state,
+            "status": job.status or job.state,
+            "statusUrl": status_url(request, job),
+        }
+    )
+
+
+@methods("GET")
+@api_view("GetTextGenerationStatus")
+def get_text_generation_status(request: ApiRequest) -> JsonResponse:
+    try:
+        job = find_job(request)
+    except Refusal as refusal:
+        return refusal_response(refusal)
+    body: dict[str, Any] = {
+        "jobId": job.pk,
+        "refId": job.ref_id,
+        "jobState": job.state,
+        "status": job.status or job.state,
+        "duration": xsd_duration(job.duration) if job.finished else None,
+    }
+    if job.state == State.COMPLETED:
+        body["results"] = [{"text": job.output}]
+    elif job.finished:
+        body["responseStatus"] = response_status(job.error, job.error_code)
+    return reply(body)
+
+
+def accept_job(request: ApiRequest, queued: bool) -> Job:
+    """Read the request, keep the image and submit the job, all or nothing."""
+    fields = fields_of(request)
+    upload = uploaded_image(request)
+    if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:
+        raise ImageRejected(f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge")
+    image = read_upload(upload.read())
+    job_request = JobRequest(
+        owner=request.owner,
+        api_key=request.api_key,
+        model=text_field(fields, "Model", 200),
+        prompt=text_field(fields, "Prompt"),
+        florence_task=text_field(fields, "Task", 50),
+        ref_id=text_field(fields, "RefId", 100),
+        tag=text_field(fields, "Tag", 100) or request.headers.get("Tag", ""),
+    )
+    if queued:
+        job_request.reply_to = reply_to(request, fields)
+        job_request.reply_state = text_field(fields, "State", 2000)
+    return create_with_upload(validate(job_request), image, hand_to_workers=queued)
+
+
+def reply_to(request: HttpRequest, fields: dict[str, Any]) -> str:
+    """The ReplyTo (field or header), refused early if it is malformed or points inside."""
+    text = text_field(fields, "ReplyTo", 2000) or request.headers.get("ReplyTo", "")
+    if text:
+        try:
+            check_destination(parse_reply_to(text).url)
+        except (InvalidReplyTo, CallbackRefused) as error:
+            raise Refusal(f"ReplyTo is not allowed: {error}", field="ReplyTo") from None
+    return text
+
+
+def find_job(request: ApiRequest) -> Job:
+    """The caller's job by JobId or RefId; other owners' jobs do not exist for them."""
+    fields = fields_of(request)
+    jobs = Job.objects.owned_by(request.owner)
+    job_id, ref_id = text_field(fields, "JobId"), text_field(fields, "RefId")
+    if job_id:
+        if not job_id.isdigit():
+            raise Refusal("JobId must be a number", field="JobId")
+        job = jobs.filter(pk=int(job_id)).first()
+    elif ref_id:
+        job = jobs.filter(ref_id=ref_id).first()
+    else:
+        raise Refusal("Give a JobId or a RefId", field="JobId")
+    if job is None:
+        raise Refusal("Job not found", 404, "NotFound", "JobId" if job_id else "RefId")
+    return job
+
+
+async def run_or_wait(job_id: int) -> Job:
+    """A synchronous request's job, run here when an agent is free (else by a worker), once it ended.
+
+    Answers with the job as it is after Conf.SYNC_WAIT_SECONDS even if it has not ended; a job
+    running here goes on in its thread.
+    """
+    running = asyncio.ensure_future(sync_to_async(run_for_request, thread_sensitive=False)(job_id))
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(asyncio.shield(running), Conf.SYNC_WAIT_SECONDS)
+    except TimeoutError:
+        pass
+    job = await Job.objects.select_related("agent").aget(pk=job_id)
+    if job.finished:
+        return job  # the usual case: it ran here and ended
+    return await wait_until_finished(job_id, max(Conf.SYNC_WAIT_SECONDS - (time.monotonic() - started), 0))
+
+
+def status_url(request: HttpRequest, job: Job) -> str:
+    return request.build_absolute_uri(reverse("get-text-generation-status") + f"?RefId={job.ref_id}")

@@ -1,0 +1,262 @@
+"""Ollama's generate API, so Ollama clients can point at this server, plus AI Server's queued variant."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import wraps
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from agents.clients.ollama import GENERATE_KEYS
+from imagetotext.api.auth import ApiRequest, api_view
+from imagetotext.api.image_to_text import find_job, reply_to, run_or_wait
+from imagetotext.api.wire import json_body, lower_keys, methods, refusal_response, reply, response_status, text_field
+from imagetotext.conf import Conf
+from imagetotext.errors import ImageRejected, Refusal
+from imagetotext.images import read_upload
+from imagetotext.jobs import JobRequest, create_with_upload, validate
+from imagetotext.live import job_group
+from imagetotext.models import Api, Job, State
+from imagetotext.tasks import run_for_request
+
+OLLAMA_METRICS = (
+    "context",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
+
+
+def with_error_member(
+    view: Callable[..., Coroutine[Any, Any, HttpResponseBase]],
+) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
+    """Ollama clients read {"error": ...}; give every refusal one, auth and method checks included."""
+
+    @wraps(view)
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = await view(request, *args, **kwargs)
+        if (
+            isinstance(response, HttpResponse)
+            and response.status_code >= 400
+            and response.get("Content-Type") == "application/json"
+        ):
+            body = json.loads(response.content)
+            if "error" not in body and "responseStatus" in body:
+                body["error"] = body["responseStatus"]["message"]
+                response.content = json.dumps(body).encode()
+        return response
+
+    return wrapper
+
+
+@csrf_exempt
+@with_error_member
+@methods("POST")
+@api_view("OllamaGeneration")
+async def ollama_generation(request: ApiRequest) -> HttpResponseBase:
+    """POST /api/generate (streams by default, like Ollama) and /api/OllamaGeneration (does not)."""
+    try:
+        body = json_body(request)
+        stream = body.get("stream", request.path.endswith("/generate"))
+        if not isinstance(stream, bool):
+            raise Refusal("stream must be true or false", field="stream")
+        job = await sync_to_async(accept_generation)(request, body)
+    except Refusal as refusal:
+        return ollama_error(refusal)
+    if stream:
+        return StreamingHttpResponse(stream_generation(job.pk, job.model), content_type="application/x-ndjson")
+    job = await run_or_wait(job.pk)
+    if job.state == State.COMPLETED:
+        return JsonResponse(generate_reply(job))
+    message = job.error or f"The job did not finish within {Conf.SYNC_WAIT_SECONDS:g} s"
+    return JsonResponse(error_body(message, job.error_code or "Timeout"), status=500)
+
+
+@csrf_exempt
+@methods("POST")
+@api_view("QueueOllamaGeneration")
+def queue_ollama_generation(request: ApiRequest) -> JsonResponse:
+    """{request: {...generate...}, refId, replyTo, tag} -> {id, refId, statusUrl}."""
+    try:
+        fields = lower_keys(json_body(request))
+        inner = fields.get("request")
+        if not isinstance(inner, dict):
+            raise Refusal("Request must hold an Ollama generate request", field="Request")
+        job = accept_generation(request, inner, fields, queued=True)
+    except Refusal as refusal:
+        return ollama_error(refusal)
+    url = request.build_absolute_uri(reverse("get-ollama-generation-status") + f"?RefId={job.ref_id}")
+    return reply({"id": job.pk, "refId": job.ref_id, "statusUrl": url})
+
+
+@methods("GET")
+@api_view("GetOllamaGenerationStatus")
+def get_ollama_generation_status(request: ApiRequest) -> JsonResponse:
+    try:
+        job = find_job(request)
+    except Refusal as refusal:
+        return refusal_response(refusal)
+    body: dict[str, Any] = {
+        "jobId": job.pk,
+        "refId": job.ref_id,
+        "jobState": job.state,
+        "status": job.status or job.state,
+    }
+    if job.state == State.COMPLETED:
+        body["result"] = generate_reply(job)
+    elif job.finished:
+        body["responseStatus"] = response_status(job.error, job.error_code)
+    return reply(body)
+
+
+def accept_generation(
+    request: ApiRequest, generate: dict[str, Any], fields: dict[str, Any] | None = None, queued: bool = False
+) -> Job:
+    """Turn an Ollama generate request (one image) into a job."""
+    generate = lower_keys(generate)
+    fields = fields if fields is not None else generate
+    image = read_upload(decode_image(generate.get("images")))
+    job_request = JobRequest(
+        owner=request.owner,
+        api_key=request.api_key,
+        api=Api.OLLAMA_GENERATION,
+        model=text_field(generate, "model", 200),
+        prompt=text_field(generate, "prompt"),
+        options={key: generate[key] for key in GENERATE_KEYS if key in generate},
+        ref_id=text_field(fields, "RefId", 100),
+        tag=text_field(fields, "Tag", 100),
+    )
+    if not job_request.model:
+        raise Refusal("model is required", field="model")
+    if queued:
+        job_request.reply_to = reply_to(request, fields)
+    return create_with_upload(validate(job_request), image, hand_to_workers=queued)
+
+
+def decode_image(images: Any) -> bytes:
+    """The one base64 image of the request, decoded as strictly as Ollama does."""
+    if not isinstance(images, list) or not images:
+        raise Refusal("images must hold one base64-encoded image", field="images")
+    if len(images) > 1:
+        raise Refusal("Send one image per request; a batch is one request per image", field="images")
+    text = images[0]
+    if not isinstance(text, str):
+        raise Refusal("images must hold base64 strings", field="images")
+    if text.startswith("data:"):
+        raise Refusal("illegal base64 data at input byte 4 (send raw base64, without a data: prefix)", field="images")
+    try:
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise Refusal(f"illegal base64 data: {error}", field="images") from None
+
+
+def generate_reply(job: Job) -> dict[str, Any]:
+    """What Ollama answers to stream:false, with the backend's metrics when it was an Ollama."""
+    raw = job.result or {}
+    body: dict[str, Any] = {"model": job.model, "created_at": timestamp(job), "response": job.output, "done": True}
+    body["done_reason"] = raw.get("done_reason", "stop")
+    # Only Ollama's own fields: other backends keep other things in their result.
+    body.update({key: raw[key] for key in OLLAMA_METRICS if key in raw})
+    if "total_duration" not in body and job.duration is not None:
+        body["total_duration"] = int(job.duration * 1e9)
+    return body
+
+
+async def stream_generation(job_id: int, model: str) -> AsyncIterator[bytes]:
+    """Run the job here when an agent is free and relay each chunk the backend sends as its own
+    line; when none is free (or the job moved to another agent), follow it while a worker runs it."""
+    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def relay(piece: str) -> None:  # called on the job's thread
+        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+    running = asyncio.ensure_future(sync_to_async(run_for_request, thread_sensitive=False)(job_id, relay))
+    running.add_done_callback(lambda _: pieces.put_nowait(None))
+    sent = ""
+    while (piece := await pieces.get()) is not None:
+        sent += piece
+        yield line({"model": model, "created_at": now_stamp(), "response": piece, "done": False})
+    running.result()  # a crash of the runner surfaces here rather than as a silent stop
+    job = await Job.objects.aget(pk=job_id)
+    if job.finished:
+        yield final_line(job, sent)
+        return
+    async for following in stream_job(job_id, sent):
+        yield following
+
+
+async def stream_job(job_id: int, sent: str = "") -> AsyncIterator[bytes]:
+    """NDJSON chunks as a worker's model writes, then Ollama's done:true chunk (or an error line)."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(job_group(job_id), channel)
+    try:
+        while True:
+            event = await next_event(layer, channel)
+            job = await Job.objects.aget(pk=job_id)
+            text = event.get("text", "") if event else ""
+            if not job.finished and text.startswith(sent) and len(text) > len(sent):
+                yield line(
+                    {"model": job.model, "created_at": timestamp(job), "response": text[len(sent) :], "done": False}
+                )
+                sent = text
+            if job.finished:
+                yield final_line(job, sent)
+                return
+    finally:
+        await layer.group_discard(job_group(job_id), channel)
+
+
+async def next_event(layer: Any, channel: str) -> dict[str, Any] | None:
+    """The next live update, or None after a short while (then the database is read anyway)."""
+    try:
+        return await asyncio.wait_for(layer.receive(channel), timeout=0.5)
+    except TimeoutError:
+        return None
+
+
+def final_line(job: Job, sent: str) -> bytes:
+    if job.state != State.COMPLETED:
+        return line(error_body(job.error or f"The job was {job.state.lower()}", job.error_code))
+    final = generate_reply(job)
+    final["response"] = job.output[len(sent) :] if job.output.startswith(sent) else job.output
+    return line(final)
+
+
+def line(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode() + b"\n"
+
+
+def now_stamp() -> str:
+    return timezone.now().isoformat().replace("+00:00", "Z")
+
+
+def timestamp(job: Job) -> str:
+    moment = job.finished_at or job.started_at or job.created_at
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def error_body(message: str, code: str = "", field: str = "") -> dict[str, Any]:
+    """Ollama's {"error": ...} plus AI Server's responseStatus, so both kinds of client understand."""
+    return {"error": message, "responseStatus": response_status(message, code or "Exception", field)}
+
+
+def ollama_error(refusal: Refusal) -> JsonResponse:
+    """A Refusal in Ollama's shape (with AI Server's beside it); image faults are the images field's."""
+    field = "images" if isinstance(refusal, ImageRejected) else refusal.field
+    return JsonResponse(error_body(refusal.message, refusal.code, field), status=refusal.status)

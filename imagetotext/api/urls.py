@@ -1,0 +1,20 @@
+"""Every /api/ route: AI Server's paths (/api/{RequestDtoName}), Ollama's, and the API's own docs."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from imagetotext.api import active_models, docs, image_to_text, ollama_compat
+
+urlpatterns = [
+    path("ImageToText", image_to_text.image_to_text, name="image-to-text-api"),
+    path("QueueImageToText", image_to_text.queue_image_to_text, name="queue-image-to-text"),
+    path("GetTextGenerationStatus", image_to_text.get_text_generation_status, name="get-text-generation-status"),
+    path("OllamaGeneration", ollama_compat.ollama_generation, name="ollama-generation"),
+    path("generate", ollama_compat.ollama_generation, name="ollama-generate"),
+    path("QueueOllamaGeneration", ollama_compat.queue_ollama_generation, name="queue-ollama-generation"),
+    path("GetOllamaGenerationStatus", ollama_compat.get_ollama_generation_status, name="get-ollama-generation-status"),
+    path("ActiveAiModels", active_models.active_ai_models, name="active-ai-models"),
+    path("openapi.json", docs.openapi_json, name="openapi-json"),
+    path("docs", docs.api_docs, name="api-docs"),
+]

@@ -1,0 +1,78 @@
+"""Which agent runs which queued job, never beyond an agent's concurrency.
+
+AI Server's rule: among the agents that offer the model, the least busy one
+(here: running jobs relative to concurrency), then the highest priority. A job
+that finds no free agent stays queued until a slot frees up.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from django.db import transaction
+from django_q.tasks import async_task
+
+from agents.models import Agent, AgentModel, Kind
+from imagetotext.models import FINISHED, Job, State
+
+BATCH = 200
+
+
+# Offered each newly assigned job that is not the built-in OCR; True means "I will run it".
+TakeHere = Callable[[int], bool]
+
+
+def dispatch(take_here: TakeHere | None = None) -> list[int]:
+    """Assign waiting jobs to free agents; returns their ids.
+
+    Each goes to `take_here` if that takes it (the process calling runs it on its own
+    threads), else to the workers through django-q2. The built-in OCR always goes to a
+    worker, where it runs in the worker's own process: it is CPU-bound.
+    """
+    if not Job.objects.filter(state=State.QUEUED, agent__isnull=True).exists():
+        return []  # the usual case after a job ends: no need to take the write lock
+    with transaction.atomic():
+        assigned = assign_waiting_jobs()
+    for job_id, local in assigned:
+        if local or take_here is None or not take_here(job_id):
+            async_task("imagetotext.tasks.run_job", job_id, inline=local, task_name=f"job-{job_id}")
+    return [job_id for job_id, _ in assigned]
+
+
+def assign_waiting_jobs() -> list[tuple[int, bool]]:
+    """Give waiting jobs, oldest first, to free agents; returns (job id, runs on the built-in agent)."""
+    # Locking the agent rows makes concurrent dispatchers take turns (PostgreSQL);
+    # SQLite's IMMEDIATE transactions already do.
+    agents = list(Agent.objects.usable().select_for_update().order_by("pk").prefetch_related("models"))
+    offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in agents}
+    load = Counter(Job.objects.filter(agent__in=agents).exclude(state__in=FINISHED).values_list("agent", flat=True))
+    assigned = []
+    for job in Job.objects.filter(state=State.QUEUED, agent__isnull=True).order_by("created_at", "pk")[:BATCH]:
+        free = [
+            a
+            for a in agents
+            if job.model in offered[a.pk] and load[a.pk] < a.concurrency and a.pk not in job.tried_agents
+        ]
+        if not free:
+            continue
+        agent = min(free, key=lambda a: (load[a.pk] / a.concurrency, -a.priority, a.pk))
+        claimed = Job.objects.filter(pk=job.pk, state=State.QUEUED, agent__isnull=True).update(
+            agent=agent, status=f"Waiting for a worker on {agent.name}"
+        )
+        if claimed:
+            load[agent.pk] += 1
+            assigned.append((job.pk, agent.kind == Kind.LOCAL))
+    return assigned
+
+
+def candidates(model: str, exclude: list[int] | None = None) -> list[Agent]:
+    """Enabled, online agents that offer the model for images."""
+    offering = AgentModel.objects.filter(name=model).accepting_images()
+    return list(Agent.objects.usable().filter(models__in=offering).exclude(pk__in=exclude or []).distinct())
+
+
+def queue_position(job: Job) -> int:
+    """1 for the next job to be assigned an agent for this model."""
+    earlier = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model=job.model, created_at__lt=job.created_at)
+    return earlier.count() + 1

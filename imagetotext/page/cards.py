@@ -1,0 +1,74 @@
+"""A job's card: the one partial the page, its htmx answers and the WebSocket all render.
+
+Which cards a page shows, and what each needs besides the job (its place in the queue),
+live here, so the consumer and the views share them without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from imagetotext.dispatch import queue_position
+from imagetotext.models import FINISHED, Job, State
+
+CARDS_ON_PAGE = 20
+# Finished this recently, a job's card is resent when a socket (re)connects.
+RESYNC_FINISHED_WITHIN = timedelta(minutes=10)
+CARD = "imagetotext/partials/job_card.html"
+NEW_CARD = "imagetotext/partials/new_card.html"
+TEXT = "imagetotext/partials/job_text.html"
+
+
+@dataclass(frozen=True)
+class Card:
+    """A job with what its card shows beyond the job itself."""
+
+    job: Job
+    position: int | None = None
+    notice: str = ""
+
+
+def card(job: Job, notice: str = "") -> Card:
+    waiting = job.state == State.QUEUED and job.agent_id is None
+    return Card(job, queue_position(job) if waiting else None, notice)
+
+
+def render_card(job: Job, notice: str = "") -> str:
+    """The card, marked to replace the one with its id (an out-of-band swap)."""
+    return render_to_string(CARD, {"card": card(job, notice), "oob": True})
+
+
+def render_new_card(job: Job) -> str:
+    """The card of a job just made, to go on top of the page's list."""
+    return render_to_string(NEW_CARD, {"card": card(job)})
+
+
+def render_text(job_id: int, text: str) -> str:
+    """The streaming text area of a running job's card."""
+    return render_to_string(TEXT, {"job_id": job_id, "text": text})
+
+
+def users_jobs(user: Any) -> QuerySet[Job]:
+    return Job.objects.owned_by(user).select_related("image", "agent")
+
+
+def latest_cards(user: Any) -> list[Card]:
+    """What the page lists: the user's newest jobs, newest first."""
+    return [card(job) for job in users_jobs(user)[:CARDS_ON_PAGE]]
+
+
+def job_for(user: Any, job_id: int) -> Job | None:
+    """The user's job, or None when it is not theirs or is gone."""
+    return users_jobs(user).filter(pk=job_id).first()
+
+
+def resync_jobs(user: Any) -> list[Job]:
+    """The user's unfinished and recently finished jobs: what a reconnecting page may have missed."""
+    recent = Q(finished_at__gte=timezone.now() - RESYNC_FINISHED_WITHIN)
+    return list(users_jobs(user).filter(~Q(state__in=FINISHED) | recent))

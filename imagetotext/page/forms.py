@@ -1,0 +1,165 @@
+"""What the Image to Text page offers: prompt presets, the model list, and the submit form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, cast
+
+from django import forms
+
+from agents.models import AgentModel, Capability
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    prompt: str
+    florence_task: str
+
+
+PRESETS = [
+    Preset("caption", "Short caption", "Write one short sentence that captions this image.", "caption"),
+    Preset(
+        "detailed",
+        "Detailed description",
+        "Describe this image in detail: the subject, the setting, colours, and any text you can read.",
+        "more_detailed_caption",
+    ),
+    Preset(
+        "text",
+        "Extract text",
+        "Extract all text visible in this image, keeping its line breaks. Reply with the text only.",
+        "ocr",
+    ),
+    Preset(
+        "tags",
+        "Tags / keywords",
+        "List 10 to 15 comma-separated keywords for this image, most relevant first. Reply with the list only.",
+        "caption",
+    ),
+    Preset(
+        "alt",
+        "Alt text for accessibility",
+        "Write alt text for this image for someone using a screen reader: one or two concise sentences, "
+        "without starting with 'image of'.",
+        "detailed_caption",
+    ),
+]
+PRESETS_BY_KEY = {preset.key: preset for preset in PRESETS}
+# Florence-2 has a real tagging task on some fine-tuned models; plain captions otherwise.
+TAGS_TASK = "prompt_gen_tags"
+OCR_PRESET = "text"
+FLORENCE_TASK_LABELS = {
+    "caption": "Caption",
+    "detailed_caption": "Detailed caption",
+    "more_detailed_caption": "More detailed caption",
+    "ocr": "Text recognition (OCR)",
+    "ocr_with_region": "OCR with regions",
+    "prompt_gen_tags": "Tags",
+}
+GROUP_LABELS = {
+    Capability.VISION: "Ollama vision models",
+    Capability.FLORENCE2: "Florence-2 on ComfyUI",
+    Capability.OCR: "Local OCR",
+}
+
+
+def florence_task_for(preset_key: str, tasks: list[str]) -> str:
+    """The Florence-2 task that does what a preset asks, given the tasks the model has."""
+    if preset_key == "tags" and TAGS_TASK in tasks:
+        return TAGS_TASK
+    preset = PRESETS_BY_KEY.get(preset_key) or PRESETS_BY_KEY["detailed"]
+    return preset.florence_task
+
+
+@dataclass
+class ModelChoice:
+    """One model name as the selector shows it, on however many agents offer it."""
+
+    name: str
+    capability: str
+    agents: list[str] = field(default_factory=list)
+    florence_tasks: list[str] = field(default_factory=list)
+
+    @property
+    def preset_tasks(self) -> dict[str, str]:
+        """For a Florence-2 model: the task each preset runs on it (the page shows it)."""
+        if self.capability != Capability.FLORENCE2:
+            return {}
+        return {preset.key: florence_task_for(preset.key, self.florence_tasks) for preset in PRESETS}
+
+    @property
+    def preset_tasks_json(self) -> str:
+        return json.dumps(self.preset_tasks)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {', '.join(self.agents)}"
+
+
+def usable_models() -> dict[str, ModelChoice]:
+    """Models that can take an image right now, by name, in selector order."""
+    choices: dict[str, ModelChoice] = {}
+    rows = AgentModel.objects.usable().accepting_images().select_related("agent").order_by("capability", "name")
+    for row in rows:
+        choice = choices.setdefault(row.name, ModelChoice(row.name, row.capability))
+        choice.agents.append(row.agent.name)
+        for task in row.details.get("tasks", []):
+            if task not in choice.florence_tasks:
+                choice.florence_tasks.append(task)
+    return choices
+
+
+def model_groups(choices: dict[str, ModelChoice]) -> list[tuple[str, list[ModelChoice]]]:
+    """The selector's <optgroup>s: Ollama vision models, Florence-2, local OCR; empty ones left out."""
+    groups = []
+    for capability, label in GROUP_LABELS.items():
+        members = [choice for choice in choices.values() if choice.capability == capability]
+        if members:
+            groups.append((label, members))
+    return groups
+
+
+class JobFields(TypedDict):
+    """What the form decides for the JobRequest, besides the owner and tag."""
+
+    model: str
+    prompt: str
+    florence_task: str
+
+
+class SubmitForm(forms.Form):
+    """The fields sent with the images; the images themselves are checked one by one."""
+
+    model = forms.ChoiceField(
+        error_messages={
+            "required": "Choose a model.",
+            "invalid_choice": ("The model %(value)s cannot take images right now; choose another."),
+        }
+    )
+    preset = forms.ChoiceField(choices=[(p.key, p.label) for p in PRESETS], required=False)
+    prompt = forms.CharField(required=False, max_length=4000)
+    tag = forms.CharField(required=False, max_length=100)
+
+    def __init__(self, *args: Any, models: dict[str, ModelChoice], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.models = models
+        cast(forms.ChoiceField, self.fields["model"]).choices = [(name, name) for name in models]
+
+    def job_fields(self) -> JobFields:
+        """Model, prompt and Florence-2 task for the JobRequest, after is_valid()."""
+        data = self.cleaned_data
+        choice = self.models[data["model"]]
+        preset = data["preset"] or "detailed"
+        if choice.capability == Capability.FLORENCE2:
+            return {
+                "model": choice.name,
+                "prompt": "",
+                "florence_task": florence_task_for(preset, choice.florence_tasks),
+            }
+        if choice.capability == Capability.OCR:
+            return {"model": choice.name, "prompt": "", "florence_task": ""}
+        prompt = data["prompt"].strip() or PRESETS_BY_KEY[preset].prompt
+        return {"model": choice.name, "prompt": prompt, "florence_task": ""}

@@ -1,0 +1,232 @@
+"""The Image to Text pages: compose and send, live job cards, history.
+
+Cards reach an open page one way: over the WebSocket (imagetotext.page.consumers), as each
+job is created and changes. The htmx answers here carry only errors and notices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_POST
+from django_htmx.middleware import HtmxDetails
+
+from agents.models import Capability
+from imagetotext import jobs
+from imagetotext.conf import Conf
+from imagetotext.errors import ImageRejected, Refusal
+from imagetotext.images import UploadedImage, read_upload
+from imagetotext.images import thumbnail as make_thumbnail
+from imagetotext.models import InvalidTransition, Job, StoredImage
+from imagetotext.page.cards import card, latest_cards, render_card
+from imagetotext.page.forms import PRESETS, SubmitForm, model_groups, usable_models
+
+HISTORY_PAGE_SIZE = 20
+THUMBNAIL_SIZE = 320
+ERRORS = "imagetotext/partials/upload_errors.html"
+
+
+class PageRequest(HttpRequest):
+    """A request as the page's views get it: signed in (login_required), with django-htmx's details."""
+
+    user: User
+    htmx: HtmxDetails
+
+
+def owned_job(request: HttpRequest, job_id: int) -> Job:
+    """The signed-in user's job; others' jobs are 404, as if they did not exist."""
+    return get_object_or_404(Job.objects.select_related("image", "agent"), pk=job_id, owner=request.user)
+
+
+# --- compose and send -----------------------------------------------------
+
+
+@login_required
+def page(request: HttpRequest) -> HttpResponse:
+    """The Image to Text page: the compose form and the user's latest cards."""
+    return render_page(request)
+
+
+def render_page(request: HttpRequest, errors: list[str] | None = None, status: int = 200) -> HttpResponse:
+    models = usable_models()
+    context = {
+        "model_groups": model_groups(models),
+        # Only the built-in OCR (or nothing): say how to get captions and descriptions.
+        "needs_agent": all(choice.capability == Capability.OCR for choice in models.values()),
+        "presets": PRESETS,
+        "default_preset": PRESETS[1],
+        "cards": latest_cards(request.user),
+        "errors": errors or [],
+    }
+    return render(request, "imagetotext/page.html", context, status=status)
+
+
+@login_required
+@require_POST
+def submit(request: PageRequest) -> HttpResponse:
+    """One job per image sent (uploads, or stored images run again); nothing is written if any is refused.
+
+    The new cards reach the page over its WebSocket, like every later change of theirs.
+    """
+    form = SubmitForm(request.POST, models=usable_models())
+    images, errors = read_images(request)
+    spec = None
+    if not form.is_valid():
+        # str(): an ErrorList yields its messages as strings, which its stubs do not say.
+        errors = [str(message) for messages in form.errors.values() for message in messages] + errors
+    elif not errors:
+        try:
+            spec = jobs.validate(job_request(request, form))
+        except Refusal as refused:
+            errors.append(refused.message)
+    if spec is None or errors:
+        return refuse(request, errors)
+    try:
+        for image in images:
+            create(spec, image)
+    except Refusal as refused:
+        errors.append(refused.message)  # e.g. the disk filled up meanwhile; what was sent stays sent
+    if not request.htmx:
+        return refuse(request, errors) if errors else redirect("image-to-text")
+    return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}))
+
+
+def read_images(request: HttpRequest) -> tuple[list[UploadedImage | StoredImage], list[str]]:
+    """Every upload checked, plus the stored images of the user's jobs to run again; with the refusals."""
+    images: list[UploadedImage | StoredImage] = []
+    errors = []
+    for upload in request.FILES.getlist("images"):
+        try:
+            if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:  # refuse before reading it into memory
+                raise ImageRejected(
+                    f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge"
+                )
+            images.append(read_upload(upload.read()))
+        except ImageRejected as rejected:
+            errors.append(f"{upload.name}: {rejected.message}")
+    again = [value for value in request.POST.getlist("again") if value.isdigit()]
+    for job in Job.objects.owned_by(request.user).filter(pk__in=again, image__isnull=False).select_related("image"):
+        if job.image is not None:  # always, by the filter
+            images.append(job.image)
+    if not images and not errors:
+        errors.append("Add at least one image: choose files, drop them on the page, or paste one.")
+    return images, errors
+
+
+def job_request(request: HttpRequest, form: SubmitForm) -> jobs.JobRequest:
+    return jobs.JobRequest(owner=request.user, tag=form.cleaned_data["tag"], **form.job_fields())
+
+
+def create(spec: jobs.JobSpec, image: UploadedImage | StoredImage) -> Job:
+    if isinstance(image, StoredImage):
+        return jobs.create(spec, image)
+    return jobs.create_with_upload(spec, image)
+
+
+def refuse(request: PageRequest, errors: list[str]) -> HttpResponse:
+    if request.htmx:
+        return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}), status=400)
+    return render_page(request, errors, status=400)
+
+
+# --- one job ---------------------------------------------------------------
+
+
+@login_required
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = owned_job(request, job_id)
+    return render(request, "imagetotext/job.html", {"job": job, "card": card(job)})
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Run a finished job again as it was; its card comes back queued over the socket."""
+    job = owned_job(request, job_id)
+    if job.finished:
+        try:
+            jobs.retry(job)
+        except (Refusal, InvalidTransition) as refused:
+            return HttpResponse(render_card(job, notice=f"Could not retry: {refused}"))
+    return HttpResponse(status=204)
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = owned_job(request, job_id)
+    jobs.cancel(job)
+    # Cancelled is final, so answering with the card races with nothing the socket sends.
+    return HttpResponse(render_card(job))
+
+
+@login_required
+@require_POST
+def delete(request: PageRequest, job_id: int) -> HttpResponse:
+    """Delete a finished job, and its image unless another job still uses it."""
+    job = owned_job(request, job_id)
+    if not job.finished:
+        return HttpResponse("Cancel the job before deleting it.", status=409)
+    image = job.image
+    with transaction.atomic():
+        job.delete()
+        # One statement, so an upload of the same bytes meanwhile keeps the image.
+        orphaned = image is not None and StoredImage.objects.filter(pk=image.pk, jobs__isnull=True).delete()[0]
+    if orphaned and image is not None:
+        image.file.delete(save=False)
+    if request.htmx:
+        return HttpResponse("")
+    return redirect(request.POST.get("next") or "image-to-text-history")
+
+
+@login_required
+def thumbnail(request: PageRequest, sha256: str) -> HttpResponse:
+    """A small WebP of one of the user's images; its URL names its content, so browsers keep it."""
+    image = StoredImage.objects.filter(sha256=sha256, jobs__owner=request.user).first()
+    if image is None:
+        raise Http404("No such image")
+    etag = f'"{sha256}-{THUMBNAIL_SIZE}"'
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        with image.file.open("rb") as handle:
+            response = HttpResponse(make_thumbnail(handle.read(), THUMBNAIL_SIZE), content_type="image/webp")
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
+
+
+# --- history ---------------------------------------------------------------
+
+
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    """The user's past requests, newest first, searchable by text, model and tag."""
+    mine = Job.objects.owned_by(request.user)
+    query, model, tag = (request.GET.get(name, "").strip() for name in ("q", "model", "tag"))
+    found = mine.select_related("image", "agent")
+    if query:
+        found = found.filter(Q(prompt__icontains=query) | Q(output__icontains=query) | Q(error__icontains=query))
+    if model:
+        found = found.filter(model=model)
+    if tag:
+        found = found.filter(tag=tag)
+    context: dict[str, Any] = {
+        "page": Paginator(found, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
+        "q": query,
+        "model": model,
+        "tag": tag,
+        "models": mine.order_by("model").values_list("model", flat=True).distinct(),
+        "tags": mine.exclude(tag="").order_by("tag").values_list("tag", flat=True).distinct(),
+        "filters": request.GET.copy(),
+    }
+    context["filters"].pop("page", None)
+    return render(request, "imagetotext/history.html", context)

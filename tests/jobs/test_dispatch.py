@@ -1,0 +1,108 @@
+"""Which agent gets a queued job, and never more jobs than its concurrency."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.models import Agent, Capability, DiscoveredModel, Discovery, Kind
+from imagetotext.dispatch import dispatch, queue_position
+from imagetotext.models import Job, State
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def handed_to_workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Job ids given to django-q2, instead of running them."""
+    sent: list[int] = []
+    monkeypatch.setattr("imagetotext.dispatch.async_task", lambda func, job_id, **kw: sent.append(job_id))
+    return sent
+
+
+def agent(name: str, concurrency: int = 1, priority: int = 0, model: str = "llava:7b") -> Agent:
+    row = Agent.objects.create(
+        name=name, kind=Kind.OLLAMA, base_url=f"http://{name}:1", concurrency=concurrency, priority=priority
+    )
+    row.mark_online(Discovery("1", [DiscoveredModel(model, Capability.VISION)]))
+    return row
+
+
+def jobs(owner, count: int, model: str = "llava:7b") -> list[Job]:
+    return [Job.objects.create(owner=owner, model=model, prompt="Describe") for _ in range(count)]
+
+
+def test_a_burst_never_exceeds_each_agents_concurrency(api_user, handed_to_workers) -> None:
+    small, big = agent("small", concurrency=1), agent("big", concurrency=3)
+    jobs(api_user, 10)
+
+    dispatch()
+    dispatch()  # a second pass must not hand out more
+
+    assert len(handed_to_workers) == 4
+    assert Job.objects.filter(agent=small).count() == 1
+    assert Job.objects.filter(agent=big).count() == 3
+    assert Job.objects.filter(agent__isnull=True, state=State.QUEUED).count() == 6
+
+
+def test_a_freed_slot_goes_to_the_oldest_waiting_job(api_user, handed_to_workers) -> None:
+    agent("only")
+    first, second, third = jobs(api_user, 3)
+    dispatch()
+    Job.objects.filter(pk=first.pk).update(state=State.COMPLETED)
+
+    dispatch()
+
+    assert handed_to_workers == [first.pk, second.pk]
+    assert Job.objects.get(pk=third.pk).agent is None
+
+
+def test_the_least_busy_agent_relative_to_concurrency_wins(api_user, handed_to_workers) -> None:
+    busy, idle = agent("busy", concurrency=2), agent("idle", concurrency=4)
+    Job.objects.create(owner=api_user, model="llava:7b", agent=busy, state=State.STARTED)
+    [job] = jobs(api_user, 1)
+
+    dispatch()
+
+    assert Job.objects.get(pk=job.pk).agent == idle
+
+
+def test_equally_busy_agents_are_chosen_by_priority(api_user, handed_to_workers) -> None:
+    agent("low", priority=0)
+    high = agent("high", priority=5)
+    [job] = jobs(api_user, 1)
+
+    dispatch()
+
+    assert Job.objects.get(pk=job.pk).agent == high
+
+
+def test_offline_disabled_and_unrelated_agents_get_nothing(api_user, handed_to_workers) -> None:
+    agent("down").mark_offline("connection refused")
+    off = agent("off")
+    off.enabled = False
+    off.save()
+    agent("other", model="gemma3:4b")
+    jobs(api_user, 2)
+
+    dispatch()
+
+    assert handed_to_workers == []
+
+
+def test_agents_a_job_already_failed_on_are_not_tried_again(api_user, handed_to_workers) -> None:
+    tried = agent("tried", priority=9)
+    fresh = agent("fresh")
+    [job] = jobs(api_user, 1)
+    Job.objects.filter(pk=job.pk).update(tried_agents=[tried.pk])
+
+    dispatch()
+
+    assert Job.objects.get(pk=job.pk).agent == fresh
+
+
+def test_queue_position_counts_earlier_waiting_jobs_for_the_same_model(api_user) -> None:
+    first, second = jobs(api_user, 2)
+    jobs(api_user, 1, model="gemma3:4b")
+
+    assert queue_position(first) == 1
+    assert queue_position(second) == 2

@@ -1,0 +1,73 @@
+"""Every state change and every streamed chunk of a job goes out on the channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from imagetotext.live import job_group, user_group
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("jobs_run_inline")]
+
+
+@pytest.fixture
+def layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return get_channel_layer()
+
+
+def listen(layer, group: str) -> str:
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(group, channel)
+    return channel
+
+
+def drain(layer, channel: str) -> list[dict]:
+    async def receive_all() -> list[dict]:
+        messages = []
+        while True:
+            try:
+                messages.append(await asyncio.wait_for(layer.receive(channel), 0.2))
+            except TimeoutError:
+                return messages
+
+    return async_to_sync(receive_all)()
+
+
+def test_the_owner_hears_every_state_and_the_text_as_it_grows(
+    layer, api_client, api_user, ollama_agent, fake_ollama, png_bytes
+) -> None:
+    fake_ollama.chunk_delay = 0.05
+    channel = listen(layer, user_group(api_user.pk))
+
+    api_client.post(
+        "/api/ImageToText", {"image": SimpleUploadedFile("a.png", png_bytes), "Model": "llava:7b", "Prompt": "Hi"}
+    )
+
+    messages = drain(layer, channel)
+    states = [m["state"] for m in messages if m["type"] == "job.changed"]
+    texts = [m["text"] for m in messages if m["type"] == "job.text"]
+    assert states[0] == "Queued" and "Started" in states and states[-1] == "Completed"
+    assert len(texts) >= 2 and all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1] == fake_ollama.reply_for("llava:7b", "Hi")
+
+
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
+def test_the_jobs_own_group_hears_it_too_and_other_users_do_not(
+    layer, api_client, api_user, ollama_agent, png_bytes, django_user_model
+) -> None:
+    other = django_user_model.objects.create_user("bob")
+    theirs = listen(layer, user_group(other.pk))
+    job_channel = listen(layer, job_group(1))
+
+    api_client.post("/api/ImageToText", {"image": SimpleUploadedFile("a.png", png_bytes), "Model": "llava:7b"})
+
+    from imagetotext.models import Job
+
+    assert Job.objects.get().pk == 1
+    assert drain(layer, theirs) == []
+    assert {m["type"] for m in drain(layer, job_channel)} == {"job.changed", "job.text"}

@@ -1,0 +1,42 @@
+"""A running job's text: every piece to a streaming API client, a few refreshes a second to people."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagetotext import tasks
+from imagetotext.models import Job, State
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    sent: list[str] = []
+    monkeypatch.setattr(tasks, "publish_text", lambda job_id, owner_id, text: sent.append(text))
+    return sent
+
+
+def test_each_piece_is_relayed_but_people_get_the_text_a_few_times_a_second(api_user, image, published) -> None:
+    job = Job.objects.create(owner=api_user, image=image, model="llava:7b", state=State.STARTED)
+    pieces: list[str] = []
+    on_text = tasks.TextStream(job, relay=pieces.append)
+
+    text = ""
+    for n in range(50):
+        text += f"w{n} "
+        on_text(text)
+
+    assert pieces == [f"w{n} " for n in range(50)]
+    assert 1 <= len(published) <= 3
+    assert published[0] == "w0 "
+    on_text.flush()
+    assert published[-1] == text  # the last words are published even when the throttle held them
+
+
+def test_a_cancelled_job_is_stopped_at_the_next_check(api_user, image, published, monkeypatch) -> None:
+    job = Job.objects.create(owner=api_user, image=image, model="llava:7b", state=State.CANCELLED)
+    monkeypatch.setattr(tasks, "CHECK_EVERY", 0.0)
+    on_text = tasks.TextStream(job)
+
+    assert on_text("Some text") is True
