@@ -4,7 +4,7 @@ Run from the repository root: `.venv/bin/python benchmarks/bench_local_agent.py`
 Every figure comes from fresh worker processes on a scratch SQLite database (DATA_DIR in a
 temporary folder, migrated first): one worker's cold start, warm time per image and peak
 memory; then throughput of one worker against two running side by side, with the ONNX
-Runtime threads as configured (agents.ocr.threads_per_worker) and at its default (all cores).
+Runtime threads as configured (agents.clients.ocr.threads_per_worker) and at its default (all cores).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def worker(rounds: int, threads: int | None, barrier: Path | None) -> None:
     import django
 
     django.setup()
-    from agents import ocr
+    from agents.clients import ocr
 
     if threads is not None:
         ocr.threads_per_worker = lambda: threads  # type: ignore[assignment]
@@ -93,16 +93,16 @@ def prepare_worker() -> object:
 
 
 def run_one_job(owner: object, name: str, data: bytes) -> None:
-    """Submit a job as the API would, then run it as a worker does, timing only run_job."""
-    from agents.local import OCR_MODEL
+    """Submit a job as the API would, then run it as a worker does, timing only the run."""
+    from agents.clients.local import OCR_MODEL
     from imagetotext.images import read_upload
-    from imagetotext.jobs import JobRequest, submit_upload
+    from imagetotext.jobs import JobRequest, create_with_upload, validate
     from imagetotext.models import Job, State
-    from imagetotext.tasks import run_job
+    from imagetotext.tasks import run_assigned
 
-    job = submit_upload(JobRequest(owner=owner, image=None, model=OCR_MODEL), read_upload(data))
+    job = create_with_upload(validate(JobRequest(owner=owner, model=OCR_MODEL)), read_upload(data))
     started = time.perf_counter()
-    run_job(job.pk)
+    run_assigned(job.pk)
     seconds = time.perf_counter() - started
     job.refresh_from_db()
     if job.state != State.COMPLETED:
@@ -188,7 +188,7 @@ def throughput(env: dict[str, str], workers: int, threads: int | None, scratch: 
 
 
 def threads_label(workers: int) -> str:
-    """What agents.ocr.threads_per_worker gives with this many workers."""
+    """What agents.clients.ocr.threads_per_worker gives with this many workers."""
     return f"{max(1, (os.cpu_count() or 1) // workers)} each" if workers > 1 else "all cores"
 
 

@@ -75,7 +75,7 @@ def main() -> None:
     print(f"peak RSS before OCR import: {peak_rss_mb():.0f} MB")
 
     started = time.perf_counter()
-    from agents.ocr import OcrEngine
+    from agents.clients.ocr import OcrEngine
 
     engine = OcrEngine(use_cls=args.use_cls)
     engine.load()
