@@ -45,25 +45,33 @@ def assign_waiting_jobs() -> list[tuple[int, bool]]:
     # Locking the agent rows makes concurrent dispatchers take turns (PostgreSQL);
     # SQLite's IMMEDIATE transactions already do.
     agents = list(Agent.objects.usable().select_for_update().order_by("pk").prefetch_related("models"))
-    offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in agents}
     load = Counter(Job.objects.filter(agent__in=agents).exclude(state__in=FINISHED).values_list("agent", flat=True))
-    assigned = []
-    for job in Job.objects.filter(state=State.QUEUED, agent__isnull=True).order_by("created_at", "pk")[:BATCH]:
-        free = [
-            a
-            for a in agents
-            if job.model in offered[a.pk] and load[a.pk] < a.concurrency and a.pk not in job.tried_agents
-        ]
-        if not free:
+    free = [agent for agent in agents if load[agent.pk] < agent.concurrency]
+    if not free:
+        return []  # every slot is busy: the usual case under load, so read no jobs
+    offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in free}
+    wanted = set().union(*offered.values())
+    waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model__in=wanted)
+    assigned: list[tuple[int, bool]] = []
+    for job in waiting.order_by("created_at", "pk").only("pk", "model", "tried_agents")[:BATCH]:
+        if not (agent := pick(job, free, offered, load)):
             continue
-        agent = min(free, key=lambda a: (load[a.pk] / a.concurrency, -a.priority, a.pk))
         claimed = Job.objects.filter(pk=job.pk, state=State.QUEUED, agent__isnull=True).update(
             agent=agent, status=f"Waiting for a worker on {agent.name}"
         )
         if claimed:
             load[agent.pk] += 1
             assigned.append((job.pk, agent.kind == Kind.LOCAL))
+            free = [a for a in free if load[a.pk] < a.concurrency]
+            if not free:
+                break
     return assigned
+
+
+def pick(job: Job, free: list[Agent], offered: dict[int, set[str]], load: Counter[int]) -> Agent | None:
+    """The least busy free agent (relative to its concurrency) that offers the job's model, then by priority."""
+    fits = [a for a in free if job.model in offered[a.pk] and a.pk not in job.tried_agents]
+    return min(fits, key=lambda a: (load[a.pk] / a.concurrency, -a.priority, a.pk), default=None)
 
 
 def candidates(model: str, exclude: list[int] | None = None) -> list[Agent]:

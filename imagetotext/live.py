@@ -44,10 +44,15 @@ def send(job_id: int, owner_id: int, message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(user_group(owner_id), message)
-        async_to_sync(layer.group_send)(job_group(job_id), message)
+        # One hop into async code for both groups: each async_to_sync call costs a loop switch.
+        async_to_sync(send_to_groups)(layer, [user_group(owner_id), job_group(job_id)], message)
     except Exception:  # noqa: BLE001 - a lost live update must never fail a job
         log.exception("Could not publish an update of job %s", job_id)
+
+
+async def send_to_groups(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
+    for group in groups:
+        await layer.group_send(group, message)
 
 
 async def wait_until_finished(job_id: int, seconds: float) -> Job:
