@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from django.db import transaction
+from django.db.models import Count, F, Q
 from django_q.tasks import async_task
 
 from agents.models import Agent, AgentModel, Kind
@@ -30,8 +31,9 @@ def dispatch(take_here: TakeHere | None = None) -> list[int]:
     threads), else to the workers through django-q2. The built-in OCR always goes to a
     worker, where it runs in the worker's own process: it is CPU-bound.
     """
-    if not Job.objects.filter(state=State.QUEUED, agent__isnull=True).exists():
-        return []  # the usual case after a job ends: no need to take the write lock
+    # Both checks read without locking; only when a job may be assigned is the write lock taken.
+    if not Job.objects.filter(state=State.QUEUED, agent__isnull=True).exists() or not any_free_slot():
+        return []
     with transaction.atomic():
         assigned = assign_waiting_jobs()
     for job_id, local in assigned:
@@ -66,6 +68,12 @@ def assign_waiting_jobs() -> list[tuple[int, bool]]:
             if not free:
                 break
     return assigned
+
+
+def any_free_slot() -> bool:
+    """Whether some usable agent runs fewer jobs than its concurrency (a read, so it may be stale)."""
+    busy = Count("jobs", filter=~Q(jobs__state__in=FINISHED) & Q(jobs__isnull=False))
+    return Agent.objects.usable().annotate(busy=busy).filter(busy__lt=F("concurrency")).exists()
 
 
 def pick(job: Job, free: list[Agent], offered: dict[int, set[str]], load: Counter[int]) -> Agent | None:
