@@ -42,6 +42,9 @@ SENT_AS_IS: dict[str, frozenset[str]] = {
     "MPO": frozenset({"L", "RGB"}),
     "PNG": frozenset({"1", "L", "P", "RGB"}),
 }
+# What a copy for a backend never carries: where a photo was taken, the camera, comments.
+METADATA_KEYS = frozenset({"exif", "icc_profile", "comment", "xmp", "XML:com.adobe.xmp", "photoshop"})
+PNG_METADATA_CHUNKS = (b"eXIf", b"iCCP", b"tEXt", b"iTXt", b"zTXt")
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # EXIF orientations 5-8 include a quarter turn, so the displayed width and height swap.
@@ -77,8 +80,7 @@ def read_upload(data: bytes) -> UploadedImage:
         raise ImageRejected("No image was uploaded.")
     if len(data) > Conf.MAX_UPLOAD_BYTES:
         raise ImageRejected(
-            f"The image is {_megabytes(len(data))}; the limit is "
-            f"{_megabytes(Conf.MAX_UPLOAD_BYTES)}.",
+            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(Conf.MAX_UPLOAD_BYTES)}.",
             status=413,
             code="ImageTooLarge",
         )
@@ -93,10 +95,10 @@ def read_upload(data: bytes) -> UploadedImage:
 def prepare(data: bytes, longest_side: int) -> tuple[bytes, str]:
     """The image a backend gets: the upload itself if it suits as is, else a cleaned copy.
 
-    An upright, opaque JPEG or PNG within longest_side is returned unchanged, so it keeps
-    its EXIF (GPS included), comments and colour profile. Anything else is decoded,
-    turned upright, flattened on white, downscaled and re-encoded without metadata:
-    PNG if the source was lossless, JPEG otherwise.
+    An upright, opaque JPEG or PNG within longest_side that carries no metadata is returned
+    unchanged. Anything else is decoded, turned upright, flattened on white, downscaled and
+    re-encoded without metadata (no EXIF with its GPS position, comments or colour profile
+    ever reaches a backend): PNG if the source was lossless, JPEG otherwise.
     """
     im = _open(data)
     if _suits_as_is(im, data, longest_side):
@@ -149,9 +151,7 @@ def _refused_if_unreadable() -> Iterator[None]:
         # Pillow's own guard fires at twice its MAX_IMAGE_PIXELS; answer with our limit.
         raise _too_many_pixels("The image has too many pixels") from None
     except DECODE_ERRORS:
-        raise ImageRejected(
-            "The file could not be read as an image; it may be truncated or corrupt."
-        ) from None
+        raise ImageRejected("The file could not be read as an image; it may be truncated or corrupt.") from None
 
 
 def _check_pixels(width: int, height: int) -> None:
@@ -172,8 +172,20 @@ def _suits_as_is(im: Image.Image, data: bytes, longest_side: int) -> bool:
         im.mode in modes
         and "transparency" not in im.info
         and max(im.size) <= longest_side
+        and not _carries_metadata(im, data)
         and _header_orientation(im, data) == 1
     )
+
+
+def _carries_metadata(im: Image.Image, data: bytes) -> bool:
+    """Whether the file holds EXIF, a colour profile, comments or text, from its header alone.
+
+    A PNG may keep such chunks after its pixels, where the header does not show them, so its
+    bytes are searched too; a false match in the pixel data only costs a re-encode.
+    """
+    if METADATA_KEYS & im.info.keys():
+        return True
+    return im.format == "PNG" and any(chunk in data for chunk in PNG_METADATA_CHUNKS)
 
 
 def _header_orientation(im: Image.Image, data: bytes) -> int | None:

@@ -1,0 +1,282 @@
+"""What a backend receives: the upload itself when it suits, else a fast, faithful copy."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from PIL import ExifTags, Image, ImageDraw, ImageFile, JpegImagePlugin
+
+from imagetotext.images import ImageRejected, prepare, read_upload
+
+RED = (255, 0, 0)
+WHITE = (255, 255, 255)
+# What undoes orientation 6 and 8 when stored; applying it makes the file a camera writes.
+STORED_AS = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def encode(im: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    im.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def exif_with(**tags: object) -> Image.Exif:
+    exif = Image.Exif()
+    for name, value in tags.items():
+        exif[ExifTags.Base[name]] = value
+    return exif
+
+
+def decoded(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def marked(size: tuple[int, int]) -> Image.Image:
+    """A white image with a red square in its top-left corner, to see which way is up."""
+    im = Image.new("RGB", size, WHITE)
+    side = min(size) // 4
+    ImageDraw.Draw(im).rectangle((0, 0, side, side), fill=RED)
+    return im
+
+
+def noisy(size: tuple[int, int]) -> Image.Image:
+    """Photo-like entropy, quickly: one tile of noise repeated (noise at 24 MP takes 2 s)."""
+    tile = Image.effect_noise((500, 500), 20).convert("RGB")
+    im = Image.new("RGB", size)
+    for x in range(0, size[0], 500):
+        for y in range(0, size[1], 500):
+            im.paste(tile, (x, y))
+    return im
+
+
+def colour_at(im: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    pixel = im.getpixel(xy)
+    assert isinstance(pixel, tuple)
+    return pixel
+
+
+def is_red(im: Image.Image, xy: tuple[int, int]) -> bool:
+    red, green, blue = colour_at(im, xy)[:3]
+    return red > 180 and green < 80 and blue < 80
+
+
+def is_white(im: Image.Image, xy: tuple[int, int]) -> bool:
+    return min(colour_at(im, xy)[:3]) > 220
+
+
+def exif_moved_after_pixels(png: bytes) -> bytes:
+    """The same PNG with its eXIf chunk moved after IDAT, where the PNG spec allows it."""
+    start = png.index(b"eXIf") - 4
+    (length,) = struct.unpack(">I", png[start : start + 4])
+    chunk = png[start : start + 12 + length]
+    rest = png[:start] + png[start + len(chunk) :]
+    end = rest.index(b"IEND") - 4
+    return rest[:end] + chunk + rest[end:]
+
+
+@pytest.fixture
+def loading_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any pixel data is decoded."""
+
+    def refuse(self: Image.Image) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(Image.Image, "load", refuse)
+
+
+@pytest.fixture
+def jpeg_decode_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size each JPEG is decoded at, recorded as Pillow loads it."""
+    sizes: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recording(self: ImageFile.ImageFile) -> object:
+        if self.tile:  # not yet decoded; later calls return at once
+            sizes.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", recording)
+    return sizes
+
+
+# Sent as uploaded
+
+
+@pytest.mark.parametrize(
+    ("source", "content_type"),
+    [
+        (encode(Image.new("RGB", (800, 600), (40, 120, 200)), "JPEG"), "image/jpeg"),
+        (encode(Image.new("L", (800, 600), 90), "JPEG"), "image/jpeg"),
+        (encode(Image.new("RGB", (800, 600), (40, 120, 200)), "PNG"), "image/png"),
+        (encode(Image.new("P", (800, 600), 3), "PNG"), "image/png"),
+    ],
+    ids=["colour-jpeg", "grey-jpeg", "colour-png", "palette-png"],
+)
+def test_an_upright_opaque_image_that_fits_is_sent_as_the_very_bytes_uploaded(source: bytes, content_type: str) -> None:
+    data, returned_type = prepare(source, 1024)
+    assert data is source
+    assert returned_type == content_type
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        encode(Image.new("RGB", (800, 600)), "JPEG"),
+        encode(Image.new("RGB", (800, 600)), "PNG"),
+    ],
+    ids=["jpeg", "png"],
+)
+def test_passing_an_image_through_decodes_no_pixels(source: bytes, loading_forbidden: None) -> None:
+    assert prepare(source, 1024)[0] is source
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_a_photo_that_fits_but_carries_exif_is_re_encoded_without_it(image_format: str) -> None:
+    source = encode(Image.new("RGB", (800, 600)), image_format, exif=exif_with(Make="SnoopPhone", Orientation=1))
+    data, _ = prepare(source, 1024)
+    assert data is not source
+    assert b"SnoopPhone" not in data
+
+
+def test_a_multi_picture_phone_jpeg_that_fits_is_sent_as_jpeg() -> None:
+    frames = [Image.new("RGB", (300, 200), colour) for colour in (RED, (0, 0, 255))]
+    source = encode(frames[0], "MPO", save_all=True, append_images=frames[1:])
+    assert prepare(source, 1024) == (source, "image/jpeg")
+
+
+def test_what_fits_depends_on_the_longest_side_asked_for() -> None:
+    source = encode(Image.new("RGB", (1500, 1000)), "JPEG")
+    assert prepare(source, 2048)[0] is source
+    assert decoded(prepare(source, 1024)[0]).size == (1024, 683)
+
+
+# Re-encoded because it needs work
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        encode(marked((600, 800)), "JPEG", exif=exif_with(Orientation=6)),
+        encode(Image.new("RGB", (1100, 800)), "JPEG"),
+        encode(Image.new("RGBA", (80, 60), (0, 0, 0, 0)), "PNG"),
+        encode(Image.new("P", (80, 60), 0), "PNG", transparency=0),
+        encode(Image.new("RGB", (80, 60)), "PNG", transparency=(0, 0, 0)),
+        encode(Image.new("CMYK", (80, 60), (0, 200, 200, 0)), "JPEG"),
+        encode(Image.new("RGB", (80, 60)), "WEBP"),
+        encode(Image.new("RGB", (80, 60)), "GIF"),
+        encode(Image.new("I;16", (80, 60), 30_000), "PNG"),
+    ],
+    ids=[
+        "rotated",
+        "oversized",
+        "alpha",
+        "palette-transparency",
+        "colour-key",
+        "cmyk",
+        "webp",
+        "gif",
+        "16-bit",
+    ],
+)
+def test_an_image_that_needs_work_is_re_encoded(source: bytes) -> None:
+    data, _ = prepare(source, 1024)
+    assert data != source
+    assert decoded(data).mode == "RGB"
+
+
+def test_a_png_with_exif_after_its_pixels_is_still_turned_upright() -> None:
+    stored = marked((80, 40)).transpose(STORED_AS[6])
+    source = exif_moved_after_pixels(encode(stored, "PNG", exif=exif_with(Orientation=6)))
+    assert source.index(b"eXIf") > source.index(b"IDAT")
+    im = decoded(prepare(source, 1024)[0])
+    assert im.size == (80, 40)
+    assert is_red(im, (3, 3)) and is_white(im, (76, 3))
+
+
+def test_a_re_encoded_copy_still_loses_exif_and_gps() -> None:
+    exif = exif_with(Make="SnoopPhone")
+    exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] = "N"
+    source = encode(Image.new("RGB", (1200, 900)), "JPEG", exif=exif)
+    data, _ = prepare(source, 1024)
+    assert b"SnoopPhone" not in data
+    assert len(decoded(data).getexif()) == 0
+
+
+# Large JPEGs
+
+
+@pytest.fixture(scope="module")
+def large_rotated_photos() -> dict[int, bytes]:
+    """6000×4000 as displayed, stored on its side the way phones do, by orientation."""
+    upright = marked((6000, 4000))
+    return {
+        orientation: encode(upright.transpose(turn), "JPEG", exif=exif_with(Orientation=orientation))
+        for orientation, turn in STORED_AS.items()
+    }
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_large_rotated_jpeg_comes_out_upright_at_the_longest_side(
+    large_rotated_photos: dict[int, bytes], orientation: int
+) -> None:
+    data, content_type = prepare(large_rotated_photos[orientation], 1024)
+    im = decoded(data)
+    assert (content_type, im.size) == ("image/jpeg", (1024, 683))
+    assert is_red(im, (10, 10))
+    assert is_white(im, (1013, 10)) and is_white(im, (10, 672))
+
+
+def test_a_large_jpeg_is_decoded_at_the_smallest_scale_still_covering_the_target(
+    large_rotated_photos: dict[int, bytes], jpeg_decode_sizes: list[tuple[int, int]]
+) -> None:
+    prepare(large_rotated_photos[6], 1024)
+    # 1/4 of the stored 4000×6000; a square 1024 box would have forced 1/2 (2000×3000).
+    assert jpeg_decode_sizes == [(1000, 1500)]
+
+
+def test_a_large_photo_prepared_is_under_a_tenth_of_its_bytes() -> None:
+    source = encode(noisy((6000, 4000)), "JPEG", quality=90)
+    data, _ = prepare(source, 1024)
+    assert len(data) * 10 <= len(source)
+
+
+def test_the_upload_check_reports_the_full_size_not_the_reduced_decode() -> None:
+    upload = read_upload(encode(Image.new("RGB", (1600, 1200)), "JPEG"))
+    assert (upload.width, upload.height) == (1600, 1200)
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_truncated_large_jpeg_is_still_refused_at_upload(progressive: bool) -> None:
+    source = encode(noisy((2000, 1500)), "JPEG", progressive=progressive)
+    with pytest.raises(ImageRejected) as caught:
+        read_upload(source[: len(source) * 9 // 10])
+    assert caught.value.status == 400
+    assert "could not be read as an image" in caught.value.message
+
+
+def test_a_truncated_png_is_still_refused_at_upload() -> None:
+    source = encode(noisy((600, 400)), "PNG")
+    with pytest.raises(ImageRejected):
+        read_upload(source[: len(source) * 9 // 10])
+
+
+# Deep colour
+
+
+def test_a_sixteen_bit_grey_png_gradient_stays_a_gradient() -> None:
+    gradient = Image.new("I", (256, 8))
+    gradient.putdata([x * 257 for _ in range(8) for x in range(256)])
+    source = encode(gradient.convert("I;16"), "PNG")
+    assert Image.open(io.BytesIO(source)).mode == "I;16"
+    im = decoded(prepare(source, 1024)[0])
+    assert [colour_at(im, (x, 4)) for x in (0, 64, 128, 255)] == [
+        (0, 0, 0),
+        (64, 64, 64),
+        (128, 128, 128),
+        (255, 255, 255),
+    ]
