@@ -182,8 +182,10 @@ def throughput(env: dict[str, str], workers: int, threads: int | None, scratch: 
     wall = max(float(d["ended"]) for d in done) - min(float(d["began"]) for d in done)
     peak = max(float(d["peak_mb"]) for d in done)
     label = "default (all cores)" if threads == -1 else f"as configured ({threads_label(workers)})"
-    print(f"  {workers} worker(s), ONNX threads {label:22} {jobs:2} jobs in {wall:5.1f} s: "
-          f"{jobs / wall:.2f} jobs/s, peak {peak:.0f} MB per worker")
+    print(
+        f"  {workers} worker(s), ONNX threads {label:22} {jobs:2} jobs in {wall:5.1f} s: "
+        f"{jobs / wall:.2f} jobs/s, peak {peak:.0f} MB per worker"
+    )
     return jobs / wall
 
 
