@@ -25,8 +25,8 @@ from imagetotext.api.wire import (
 )
 from imagetotext.callbacks import CallbackRefused, check_destination
 from imagetotext.conf import Conf
-from imagetotext.errors import ImageRejected, Refusal
-from imagetotext.images import read_upload
+from imagetotext.errors import Refusal
+from imagetotext.images import read_uploaded_file
 from imagetotext.jobs import JobRequest, create_with_upload, validate
 from imagetotext.live import wait_until_finished
 from imagetotext.models import Job, State
@@ -98,10 +98,7 @@ def get_text_generation_status(request: ApiRequest) -> JsonResponse:
 def accept_job(request: ApiRequest, queued: bool) -> Job:
     """Read the request, keep the image and submit the job, all or nothing."""
     fields = fields_of(request)
-    upload = uploaded_image(request)
-    if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:
-        raise ImageRejected(f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge")
-    image = read_upload(upload.read())
+    image = read_uploaded_file(uploaded_image(request))
     job_request = JobRequest(
         owner=request.owner,
         api_key=request.api_key,

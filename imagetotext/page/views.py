@@ -21,9 +21,8 @@ from django_htmx.middleware import HtmxDetails
 
 from agents.models import Capability
 from imagetotext import jobs
-from imagetotext.conf import Conf
 from imagetotext.errors import ImageRejected, Refusal
-from imagetotext.images import UploadedImage, read_upload
+from imagetotext.images import UploadedImage, read_uploaded_file
 from imagetotext.images import thumbnail as make_thumbnail
 from imagetotext.models import InvalidTransition, Job, StoredImage
 from imagetotext.page.cards import card, latest_cards, render_card
@@ -105,11 +104,7 @@ def read_images(request: HttpRequest) -> tuple[list[UploadedImage | StoredImage]
     errors = []
     for upload in request.FILES.getlist("images"):
         try:
-            if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:  # refuse before reading it into memory
-                raise ImageRejected(
-                    f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge"
-                )
-            images.append(read_upload(upload.read()))
+            images.append(read_uploaded_file(upload))
         except ImageRejected as rejected:
             errors.append(f"{upload.name}: {rejected.message}")
     again = [value for value in request.POST.getlist("again") if value.isdigit()]
