@@ -6,9 +6,10 @@ import io
 import struct
 
 import pytest
-from PIL import ExifTags, Image, ImageDraw, ImageFile, JpegImagePlugin
+from PIL import ExifTags, Image, ImageFile, JpegImagePlugin
 
 from imagetotext.images import ImageRejected, prepare, read_upload
+from tests.jobs.test_images import decoded, encode, marked
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)
@@ -16,31 +17,11 @@ WHITE = (255, 255, 255)
 STORED_AS = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
-def encode(im: Image.Image, image_format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    im.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
-
 def exif_with(**tags: object) -> Image.Exif:
     exif = Image.Exif()
     for name, value in tags.items():
         exif[ExifTags.Base[name]] = value
     return exif
-
-
-def decoded(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return im
-
-
-def marked(size: tuple[int, int]) -> Image.Image:
-    """A white image with a red square in its top-left corner, to see which way is up."""
-    im = Image.new("RGB", size, WHITE)
-    side = min(size) // 4
-    ImageDraw.Draw(im).rectangle((0, 0, side, side), fill=RED)
-    return im
 
 
 def noisy(size: tuple[int, int]) -> Image.Image:
