@@ -66,7 +66,7 @@ def in_flight() -> ThreadPoolExecutor:
 
 def run_in_thread(job_id: int) -> None:
     try:
-        run_assigned(job_id, take_here=take_here)
+        run_assigned(job_id, take_here=take_here, own_connection=True)
     except Exception:  # noqa: BLE001 - a pool thread has nobody to report to but the log
         log.exception("Job %s could not be run", job_id)
     finally:
@@ -93,13 +93,23 @@ def run_for_request(job_id: int, relay: Relay | None = None) -> bool:
 
     try:
         dispatch(take)
-        return bool(taken) and run_assigned(job_id, relay)
+        return bool(taken) and run_assigned(job_id, relay, own_connection=True)
     finally:
         connection.close()  # the caller's thread is one of asgiref's, not a request's
 
 
-def run_assigned(job_id: int, relay: Relay | None = None, take_here: Callable[[int], bool] | None = None) -> bool:
-    """Run one job on the agent the scheduler chose, then free its slot; False if it was not ours to run."""
+def run_assigned(
+    job_id: int,
+    relay: Relay | None = None,
+    take_here: Callable[[int], bool] | None = None,
+    own_connection: bool = False,
+) -> bool:
+    """Run one job on the agent the scheduler chose, then free its slot; False if it was not ours to run.
+
+    own_connection: the calling thread's database connection is its own (a job thread), so it
+    is closed while the job waits on its backend: in-flight jobs then hold no connections, and
+    many of them cannot exhaust PostgreSQL's max_connections.
+    """
     job = Job.objects.select_related("agent", "image").filter(pk=job_id).first()
     if job is None or job.state != State.QUEUED or job.agent is None:
         return False  # cancelled or reassigned while it waited
@@ -109,16 +119,19 @@ def run_assigned(job_id: int, relay: Relay | None = None, take_here: Callable[[i
     except InvalidTransition:
         return False
     try:
-        run_on_agent(job, agent, relay)
+        run_on_agent(job, agent, relay, own_connection)
     finally:
         dispatch(take_here)
     return True
 
 
-def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> None:
-    stream = TextStream(job, relay)
+def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None, own_connection: bool = False) -> None:
+    stream = TextStream(job, relay, own_connection)
     try:
-        result = client_for(agent).image_to_text(text_request(job, agent), on_text=stream)
+        request = text_request(job, agent)
+        if own_connection:
+            connection.close()
+        result = client_for(agent).image_to_text(request, on_text=stream)
         stream.flush()
     except AgentCancelled:
         return
@@ -146,8 +159,8 @@ class TextStream:
     """The on_text of a running job: relays each piece, publishes the text now and then,
     saves it and looks for a cancellation about once a second."""
 
-    def __init__(self, job: Job, relay: Relay | None = None) -> None:
-        self.job, self.relay = job, relay
+    def __init__(self, job: Job, relay: Relay | None = None, own_connection: bool = False) -> None:
+        self.job, self.relay, self.own_connection = job, relay, own_connection
         self.text, self.published = "", ""
         self.published_at = float("-inf")
         self.checked_at = time.monotonic()
@@ -163,7 +176,10 @@ class TextStream:
             return False
         self.checked_at = time.monotonic()
         running = Job.objects.filter(pk=self.job.pk, state=State.STARTED)
-        return not (running.update(output=text) if text else running.exists())
+        stopped = not (running.update(output=text) if text else running.exists())
+        if self.own_connection:
+            connection.close()  # not held between checks; see run_assigned
+        return stopped
 
     def publish(self) -> None:
         self.published, self.published_at = self.text, time.monotonic()

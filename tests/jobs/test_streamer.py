@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection
 
 from imagetotext import tasks
 from imagetotext.models import Job, State
@@ -40,3 +43,22 @@ def test_a_cancelled_job_is_stopped_at_the_next_check(api_user, image, published
     on_text = tasks.TextStream(job)
 
     assert on_text("Some text") is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_thread_holds_no_database_connection_while_it_waits(api_user, image, published, monkeypatch) -> None:
+    job = Job.objects.create(owner=api_user, image=image, model="llava:7b", state=State.STARTED)
+    monkeypatch.setattr(tasks, "CHECK_EVERY", 0.0)
+    seen: dict[str, object] = {}
+
+    def job_thread() -> None:
+        stream = tasks.TextStream(job, own_connection=True)
+        seen["stopped"] = stream("Some text")
+        seen["connection open"] = connection.connection is not None
+
+    thread = threading.Thread(target=job_thread)
+    thread.start()
+    thread.join()
+
+    assert seen == {"stopped": False, "connection open": False}
+    assert Job.objects.get(pk=job.pk).output == "Some text"
