@@ -93,7 +93,8 @@ def run_for_request(job_id: int, relay: Relay | None = None) -> bool:
 
     try:
         dispatch(take)
-        return bool(taken) and run_assigned(job_id, relay, own_connection=True)
+        # The web's threads are few, so the connection stays open for the job's last writes.
+        return bool(taken) and run_assigned(job_id, relay)
     finally:
         connection.close()  # the caller's thread is one of asgiref's, not a request's
 
