@@ -9,7 +9,7 @@ import pytest
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin
 
 from imagetotext.images import ImageRejected, prepare, read_upload
-from tests.jobs.test_images import decoded, encode, marked
+from tests.jobs.test_images import decoded, encode, loading_forbidden, marked  # noqa: F401 (a fixture)
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)
@@ -57,17 +57,6 @@ def exif_moved_after_pixels(png: bytes) -> bytes:
     rest = png[:start] + png[start + len(chunk) :]
     end = rest.index(b"IEND") - 4
     return rest[:end] + chunk + rest[end:]
-
-
-@pytest.fixture
-def loading_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if any pixel data is decoded."""
-
-    def refuse(self: Image.Image) -> None:
-        raise AssertionError("pixels were decoded")
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
-    monkeypatch.setattr(Image.Image, "load", refuse)
 
 
 @pytest.fixture
