@@ -68,10 +68,16 @@ def drop_image(page: Page, data: bytes) -> None:
 
 
 def send(page: Page, model: str, preset: str) -> None:
+    """Send what is picked, and wait for its card: it arrives over the WebSocket, on top."""
+    newest = cards(page).first.get_attribute("id") if cards(page).count() else None
     page.get_by_label("Model", exact=True).select_option(model)
     page.get_by_label(preset).check()
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#pending li")).to_have_count(0)
+    if newest:
+        expect(cards(page).first).not_to_have_id(newest)
+    else:
+        expect(cards(page)).not_to_have_count(0)
 
 
 def cards(page: Page):
@@ -150,7 +156,7 @@ def test_run_again_sends_the_stored_image_with_another_model(page: Page, backend
     sign_in(page)
     page.set_input_files("#images", write_pngs(tmp_path, "teal"))
     send(page, "microsoft/Florence-2-base", "Short caption")
-    first = cards(page).first
+    first = page.locator(f"#{cards(page).first.get_attribute('id')}")  # this card, not whichever is on top
     expect(first.locator(".badge")).to_have_text("Done", timeout=20_000)
     first.get_by_role("button", name=re.compile("Run request .* again")).click()
     expect(page.locator("#pending li")).to_contain_text("again")
