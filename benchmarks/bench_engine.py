@@ -27,11 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,16 +132,22 @@ def make_photos(prepare: Prepare) -> dict[str, Photo]:
 # --- one configuration -------------------------------------------------------------------------------
 
 
-async def run_configuration(config: str, env: dict[str, str], photos: dict[str, Photo], sizes: Sizes) -> Setup:
+async def run_configuration(
+    config: str, env: dict[str, str], photos: dict[str, Photo], sizes: Sizes, args: argparse.Namespace
+) -> Setup:
     """Fresh fakes, a migrated store, then figure 3 on WORKERS=8 and every other figure on the defaults."""
+    only = {int(n) for n in args.only.split(",") if n.strip()}
     with backends() as groups:
         state = Setup(groups)
         started = time.monotonic()
         await asyncio.to_thread(manage, env, "migrate", "--verbosity", "0")
         note(config, f"migrated in {time.monotonic() - started:.0f} s")
         for label, workers, wanted in (("workers8", 8, [EIGHT_WORKERS]), ("default", None, figures(config))):
+            wanted = [figure for figure in wanted if not only or figure.number in only]
+            if not wanted:
+                continue
             try:
-                await on_server(config, env, label, workers, state, photos, sizes, wanted)
+                await on_server(config, env, label, workers, state, photos, sizes, wanted, args.spy)
             except ServerFailed as error:
                 print(f"[{config}] {error}", file=sys.stderr, flush=True)
                 state.failed = True
@@ -170,10 +179,11 @@ async def on_server(
     photos: dict[str, Photo],
     sizes: Sizes,
     wanted: list[Figure],
+    spy: Path | None = None,
 ) -> None:
     """Start serve, run the figures one after the other (rows into state), stop it (also on errors and Ctrl-C)."""
     started = time.monotonic()
-    with running_server(env, label, workers) as server:
+    with running_server(env, label, workers) as server, profiled(server, spy, f"{config}-{label}"):
         note(config, f"serve ({label}) answering after {time.monotonic() - started:.0f} s")
         if not state.key:  # serve created the admin account on its first start; the key is the admin's
             state.key = (await asyncio.to_thread(server.manage, "createapikey", "bench", "--owner", "admin")).strip()
@@ -205,6 +215,42 @@ async def run_with_agents(bench: Bench, figure: Figure, state: Setup) -> list[Ro
             note(bench.config, f"could not remove the agents of figure {figure.number}: {error}")
         state.registered -= set(figure.uses)
     return rows
+
+
+@contextmanager
+def profiled(server: Server, folder: Path | None, name: str) -> Iterator[None]:
+    """py-spy record on the web process and each worker while the figures run (a tool for finding the time)."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    time.sleep(3)  # the cluster's workers are forked a moment after daphne answers
+    spies = [
+        subprocess.Popen(
+            [
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-p",
+                str(pid),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(folder / f"{name}-{role}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for role, pid in server.roles().items()
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(30)
 
 
 def note(config: str, text: str) -> None:
@@ -266,7 +312,7 @@ def configuration(config: str, photos: dict[str, Photo], sizes: Sizes, args: arg
             return None
         store = scaleout_store(args.database_url, args.redis_url)
     with store as env:
-        return asyncio.run(run_configuration(config, env, photos, sizes))
+        return asyncio.run(run_configuration(config, env, photos, sizes, args))
 
 
 # --- main --------------------------------------------------------------------------------------------
@@ -276,6 +322,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["embedded", "scaleout", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="fewer samples and shorter windows")
+    parser.add_argument("--only", default="", help="comma-separated figure numbers to run (e.g. 1,8); only prints")
+    parser.add_argument(
+        "--spy",
+        type=Path,
+        help="a folder: profile the web process and the workers with py-spy (if installed) into it, for each server",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
@@ -332,7 +384,7 @@ def main() -> int:
         print(f"\n== {TITLES[config]}\n{sections[TITLES[config]]}", flush=True)
     wall = time.monotonic() - started
     print(f"\nbench_engine: {wall:.0f} s", flush=True)
-    if not args.quick and len(sections) == 3 and not failed:
+    if not args.quick and not args.only and len(sections) == 3 and not failed:
         write_doc(sections, wall, "make bench (benchmarks/bench_engine.py)")
         print("Figures written to docs/benchmarks.md", flush=True)
     return 1 if failed else 0

@@ -43,9 +43,6 @@ SENT_AS_IS: dict[str, frozenset[str]] = {
     "MPO": frozenset({"L", "RGB"}),
     "PNG": frozenset({"1", "L", "P", "RGB"}),
 }
-# What a copy for a backend never carries: where a photo was taken, the camera, comments.
-METADATA_KEYS = frozenset({"exif", "icc_profile", "comment", "xmp", "XML:com.adobe.xmp", "photoshop"})
-PNG_METADATA_CHUNKS = (b"eXIf", b"iCCP", b"tEXt", b"iTXt", b"zTXt")
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # EXIF orientations 5-8 include a quarter turn, so the displayed width and height swap.
@@ -101,16 +98,17 @@ def read_uploaded_file(upload: UploadedFile) -> UploadedImage:
 
 
 def prepare(data: bytes, longest_side: int) -> tuple[bytes, str]:
-    """The image a backend gets: the upload itself if it suits as is, else a cleaned copy.
+    """The image a backend gets: the upload's own pixels if they suit as they are, else a cleaned copy.
 
-    An upright, opaque JPEG or PNG within longest_side that carries no metadata is returned
-    unchanged. Anything else is decoded, turned upright, flattened on white, downscaled and
-    re-encoded without metadata (no EXIF with its GPS position, comments or colour profile
-    ever reaches a backend): PNG if the source was lossless, JPEG otherwise.
+    An upright, opaque JPEG or PNG within longest_side keeps its pixels byte for byte: only its
+    metadata segments (EXIF with its GPS position, comments, XMP, colour profile) and anything
+    after the image are cut out, without decoding. Anything else is decoded, turned upright,
+    flattened on white, downscaled and re-encoded without metadata: PNG if the source was
+    lossless, JPEG otherwise.
     """
     im = _open(data)
-    if _suits_as_is(im, data, longest_side):
-        return data, REPORTED_TYPES[im.format or ""]
+    if (kept := _as_sent(im, data, longest_side)) is not None:
+        return kept, REPORTED_TYPES[im.format or ""]
     lossless = im.format in LOSSLESS_FORMATS
     flat = _render(im, longest_side)
     if lossless:
@@ -173,27 +171,86 @@ def _too_many_pixels(what: str) -> ImageRejected:
     return ImageRejected(f"{what}; the limit is {limit}.", status=413, code="ImageTooLarge")
 
 
-def _suits_as_is(im: Image.Image, data: bytes, longest_side: int) -> bool:
-    """True if backends can take the upload itself; decided from the header alone."""
+def _as_sent(im: Image.Image, data: bytes, longest_side: int) -> bytes | None:
+    """The upload minus its metadata if backends can take its pixels as they are; decided without decoding."""
     modes = SENT_AS_IS.get(im.format or "", frozenset())
-    return (
-        im.mode in modes
-        and "transparency" not in im.info
-        and max(im.size) <= longest_side
-        and not _carries_metadata(im, data)
-        and _header_orientation(im, data) == 1
-    )
+    if im.mode not in modes or "transparency" in im.info or max(im.size) > longest_side:
+        return None
+    if _header_orientation(im, data) != 1:
+        return None
+    return _png_without_metadata(data) if im.format == "PNG" else _jpeg_without_metadata(data)
 
 
-def _carries_metadata(im: Image.Image, data: bytes) -> bool:
-    """Whether the file holds EXIF, a colour profile, comments or text, from its header alone.
+# JPEG markers: APP1-APP15 (EXIF, XMP, ICC, MPF, maker notes...) and COM go; APP14 ("Adobe")
+# stays, as it says how the colours were transformed. Markers without a length field.
+JPEG_DROPPED = frozenset(range(0xE1, 0xF0)) - {0xEE} | {0xFE}
+JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+SOS, EOI = 0xDA, b"\xff\xd9"
 
-    A PNG may keep such chunks after its pixels, where the header does not show them, so its
-    bytes are searched too; a false match in the pixel data only costs a re-encode.
+
+def _jpeg_without_metadata(data: bytes) -> bytes | None:
+    """The JPEG's first image with its metadata segments cut out; None if its segments do not add up.
+
+    Segments up to the first scan are walked by their lengths; from the scan on, the entropy-coded
+    data escapes every 0xFF, so the first end-of-image marker after it ends the first picture (a
+    phone's MPO appends more pictures there).
     """
-    if METADATA_KEYS & im.info.keys():
-        return True
-    return im.format == "PNG" and any(chunk in data for chunk in PNG_METADATA_CHUNKS)
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    kept, position = [data[:2]], 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in JPEG_STANDALONE:
+            kept.append(data[position : position + 2])
+            position += 2
+            continue
+        if marker == SOS:
+            end = data.find(EOI, position)
+            if end < 0:
+                return None
+            kept.append(data[position : end + 2])
+            return _joined(data, kept)
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2 or position + 2 + length > len(data):
+            return None
+        if marker not in JPEG_DROPPED:
+            kept.append(data[position : position + 2 + length])
+        position += 2 + length
+    return None
+
+
+def _joined(data: bytes, kept: list[bytes]) -> bytes:
+    """The kept pieces as one file: the upload itself when nothing was cut (no copy)."""
+    return data if sum(map(len, kept)) == len(data) else b"".join(kept)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that describe rather than draw: EXIF, colour profile, text, the time it was saved.
+PNG_DROPPED = frozenset({b"eXIf", b"iCCP", b"tEXt", b"iTXt", b"zTXt", b"tIME"})
+
+
+def _png_without_metadata(data: bytes) -> bytes | None:
+    """The PNG with its metadata chunks and anything after IEND cut out; None if its chunks do not add up."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    kept, position = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return None
+        if kind not in PNG_DROPPED:
+            kept.append(data[position:end])
+        if kind == b"IEND":
+            return _joined(data, kept)
+        position = end
+    return None
 
 
 def _header_orientation(im: Image.Image, data: bytes) -> int | None:

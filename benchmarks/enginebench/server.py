@@ -205,6 +205,13 @@ class Server:
         errors = re.findall(r"^[A-Za-z_][\w.]*(?:Error|Exception): .*$", text, re.MULTILINE)
         return len(errors), errors[-1][:160] if errors else ""
 
+    def roles(self) -> dict[str, int]:
+        """The pids of daphne and of each process of the django-q2 cluster, by a short name."""
+        table = process_table()
+        below = descendants(self.process.pid, table)
+        named = {f"web{pid}": pid for pid in below if "daphne" in table[pid].command}
+        return named | {f"q{pid}": pid for pid in below if "qcluster" in table[pid].command}
+
     def memory(self) -> Memory:
         """VmRSS of daphne, and the summed VmRSS of the qcluster process and everything below it."""
         table = process_table()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 import struct
+import zlib
 
 import pytest
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin
 
-from imagetotext.images import ImageRejected, prepare, read_upload
+from imagetotext.images import ImageRejected, _jpeg_without_metadata, _png_without_metadata, prepare, read_upload
 from tests.jobs.test_images import decoded, encode, loading_forbidden, marked  # noqa: F401 (a fixture)
 
 RED = (255, 0, 0)
@@ -105,18 +107,86 @@ def test_passing_an_image_through_decodes_no_pixels(source: bytes, loading_forbi
     assert prepare(source, 1024)[0] is source
 
 
-@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
-def test_a_photo_that_fits_but_carries_exif_is_re_encoded_without_it(image_format: str) -> None:
-    source = encode(Image.new("RGB", (800, 600)), image_format, exif=exif_with(Make="SnoopPhone", Orientation=1))
+def with_png_text(png: bytes, keyword: bytes, text: bytes) -> bytes:
+    """The PNG with a tEXt chunk added before IEND (after the pixels, where the spec allows it)."""
+    body = keyword + b"\0" + text
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    end = png.index(b"IEND") - 4
+    return png[:end] + chunk + png[end:]
+
+
+@pytest.mark.parametrize(
+    ("source", "content_type", "trace"),
+    [
+        (encode(marked((800, 600)), "JPEG", exif=exif_with(Make="SnoopPhone", Orientation=1)), "image/jpeg", b"Snoop"),
+        (encode(marked((800, 600)), "JPEG", comment=b"SnoopPhone was here"), "image/jpeg", b"Snoop"),
+        (encode(marked((800, 600)), "JPEG", icc_profile=b"SnoopPhone profile" * 10), "image/jpeg", b"Snoop"),
+        (encode(marked((800, 600)), "PNG", icc_profile=b"SnoopPhone profile" * 10), "image/png", b"iCCP"),
+        (with_png_text(encode(marked((800, 600)), "PNG"), b"Author", b"SnoopPhone"), "image/png", b"Snoop"),
+    ],
+    ids=["jpeg-exif", "jpeg-comment", "jpeg-icc", "png-icc", "png-text-after-pixels"],
+)
+def test_metadata_is_cut_out_of_a_photo_that_fits_and_its_pixels_are_kept_byte_for_byte(
+    source: bytes, content_type: str, trace: bytes
+) -> None:
+    assert trace in source
+    data, returned_type = prepare(source, 1024)
+    assert trace not in data
+    assert returned_type == content_type
+    assert len(data) < len(source)
+    assert decoded(data).tobytes() == decoded(source).tobytes()
+
+
+WITH_EXIF = encode(Image.new("RGB", (800, 600)), "JPEG", exif=exif_with(Make="SnoopPhone", Orientation=1))
+
+
+def test_cutting_metadata_out_decodes_no_pixels(loading_forbidden: None) -> None:
+    assert b"SnoopPhone" not in prepare(WITH_EXIF, 1024)[0]
+
+
+def test_a_png_with_exif_is_re_encoded_without_it() -> None:
+    source = encode(Image.new("RGB", (800, 600)), "PNG", exif=exif_with(Make="SnoopPhone", Orientation=1))
     data, _ = prepare(source, 1024)
-    assert data is not source
     assert b"SnoopPhone" not in data
+    assert decoded(data).size == (800, 600)
 
 
-def test_a_multi_picture_phone_jpeg_that_fits_is_sent_as_jpeg() -> None:
-    frames = [Image.new("RGB", (300, 200), colour) for colour in (RED, (0, 0, 255))]
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_bytes_after_the_image_are_not_sent(image_format: str) -> None:
+    clean = encode(marked((300, 200)), image_format)
+    data, _ = prepare(clean + b"SnoopPhone trailer", 1024)
+    assert data == clean
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda jpeg: jpeg[:2] + b"\xff\xfe\xea\x60" + jpeg[2:],  # a comment longer than the file
+        lambda jpeg: jpeg[:-2],  # no end-of-image marker
+        lambda jpeg: jpeg[:2] + b"\x00\x00" + jpeg[2:],  # not a marker where one belongs
+    ],
+    ids=["segment-past-the-end", "no-end", "no-marker"],
+)
+def test_a_jpeg_whose_segments_do_not_add_up_is_not_cut_by_bytes(broken: Callable[[bytes], bytes]) -> None:
+    assert _jpeg_without_metadata(broken(encode(marked((300, 200)), "JPEG"))) is None
+
+
+def test_a_png_whose_chunks_do_not_add_up_is_not_cut_by_bytes() -> None:
+    png = encode(marked((300, 200)), "PNG")
+    assert _png_without_metadata(png[: png.index(b"IEND") - 4]) is None  # cut before its end
+    assert _png_without_metadata(png[:40]) is None  # a chunk longer than what is left
+
+
+def test_a_multi_picture_phone_jpeg_that_fits_is_sent_as_its_first_picture() -> None:
+    frames = [marked((300, 200)), Image.new("RGB", (300, 200), (0, 0, 255))]
     source = encode(frames[0], "MPO", save_all=True, append_images=frames[1:])
-    assert prepare(source, 1024) == (source, "image/jpeg")
+    data, content_type = prepare(source, 1024)
+    assert content_type == "image/jpeg"
+    assert len(data) < len(source) * 0.75
+    sent = Image.open(io.BytesIO(data))
+    assert sent.format == "JPEG"
+    assert getattr(sent, "n_frames", 1) == 1
+    assert decoded(data).tobytes() == decoded(source).tobytes()  # the first picture's pixels, as they were
 
 
 def test_what_fits_depends_on_the_longest_side_asked_for() -> None:
