@@ -37,7 +37,7 @@ def leave_bodies_to_django() -> None:
         kwargs.setdefault("parsePOSTFormSubmission", False)
         made(self, *args, **kwargs)
 
-    WebRequest.__init__ = __init__  # type: ignore[method-assign]
+    WebRequest.__init__ = __init__
     WebRequest._leaves_bodies_alone = True
 
 

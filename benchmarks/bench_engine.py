@@ -238,6 +238,7 @@ def profiled(server: Server, folder: Path | None, name: str) -> Iterator[None]:
                 "raw",
                 "-o",
                 str(folder / f"{name}-{role}.txt"),
+                *os.environ.get("BENCH_SPY_OPTIONS", "").split(),  # e.g. "--idle --threads"
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -24,6 +24,9 @@ class Conf:
     # Jobs
     MAX_ATTEMPTS: int = 3
     JOBS_PER_WORKER: int = settings.JOBS_PER_WORKER
+    # Threads per process that do the database work of requests and jobs, each keeping its
+    # connection (so also the most connections a process holds, but for rare paths).
+    DB_THREADS: int = 6
     SYNC_WAIT_SECONDS: float = settings.SYNC_WAIT_SECONDS
     # A queued job whose model no online agent offers fails after this long.
     QUEUE_WAIT_SECONDS: int = settings.QUEUE_WAIT_SECONDS

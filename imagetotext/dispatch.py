@@ -36,10 +36,15 @@ def dispatch(take_here: TakeHere | None = None) -> list[int]:
         return []
     with transaction.atomic():
         assigned = assign_waiting_jobs()
+    hand_over(assigned, take_here)
+    return [job_id for job_id, _ in assigned]
+
+
+def hand_over(assigned: list[tuple[int, bool]], take_here: TakeHere | None = None) -> None:
+    """Start newly assigned jobs: here if take_here takes them, else on the workers through django-q2."""
     for job_id, local in assigned:
         if local or take_here is None or not take_here(job_id):
             async_task("imagetotext.tasks.run_job", job_id, inline=local, task_name=f"job-{job_id}")
-    return [job_id for job_id, _ in assigned]
 
 
 def assign_waiting_jobs() -> list[tuple[int, bool]]:

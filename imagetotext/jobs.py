@@ -21,7 +21,7 @@ from agents.clients import florence
 from agents.models import AgentModel, Capability
 from imagetotext.callbacks import queue_callback
 from imagetotext.conf import Conf
-from imagetotext.dispatch import dispatch
+from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
 from imagetotext.errors import Refusal
 from imagetotext.images import UploadedImage
 from imagetotext.live import publish_change
@@ -102,17 +102,24 @@ def validate(request: JobRequest) -> JobSpec:
 def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> Job:
     """Store the job for one image; once committed, the scheduler hands it to the workers.
 
-    A synchronous request passes hand_to_workers=False and tries to run the job itself first
-    (imagetotext.tasks.run_for_request).
+    A synchronous request passes hand_to_workers=False: waiting jobs are assigned in the same
+    transaction, and if this one gets a remote agent, job.runs_here tells the caller to run it
+    itself (imagetotext.tasks.run_for_request); every other assigned job goes to the workers.
     """
     try:
         with transaction.atomic():
             job = Job.objects.create(**spec.fields, image=image)
+            assigned = [] if hand_to_workers else assign_waiting_jobs()
     except IntegrityError:
         raise ref_id_in_use(spec.ref_id) from None
     transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, job.state, created=True))
     if hand_to_workers:
         transaction.on_commit(dispatch)
+        return job
+    job.runs_here = (job.pk, False) in assigned
+    others = [(job_id, local) for job_id, local in assigned if job_id != job.pk or local]
+    if others:
+        transaction.on_commit(lambda: hand_over(others))
     return job
 
 

@@ -86,6 +86,9 @@ class JobQuerySet(models.QuerySet["Job"]):
 
 
 class Job(models.Model):
+    # Not stored: set by jobs.create when a synchronous request's job got an agent to run it on.
+    runs_here = False
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     api = models.CharField(max_length=30, choices=Api.choices, default=Api.IMAGE_TO_TEXT)

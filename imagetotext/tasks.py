@@ -10,6 +10,7 @@ without a trip through the broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -24,8 +25,9 @@ from agents.clients.base import AgentCancelled, AgentError, AgentUnavailable, Te
 from agents.clients.registry import client_for
 from agents.health import check_agent
 from agents.models import Agent, Kind
-from imagetotext import images
+from imagetotext import db_threads, images
 from imagetotext.conf import Conf
+from imagetotext.db_threads import hold_no_connection
 from imagetotext.dispatch import candidates, dispatch
 from imagetotext.jobs import change, complete, expire_unservable, fail, sweep
 from imagetotext.live import publish_text
@@ -56,21 +58,26 @@ _pool_lock = threading.Lock()
 
 
 def in_flight() -> ThreadPoolExecutor:
-    """This process's pool of job threads, made on first use (and anew in a forked child)."""
+    """This process's pool of job threads, made on first use (and anew in a forked child).
+
+    Job threads wait on backends and hold no database connection: their database work is
+    done on the process's database threads (imagetotext.db_threads).
+    """
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(Conf.JOBS_PER_WORKER, thread_name_prefix="job"))
+            pool = ThreadPoolExecutor(Conf.JOBS_PER_WORKER, thread_name_prefix="job", initializer=hold_no_connection)
+            _pool = (os.getpid(), pool)
         return _pool[1]
 
 
 def run_in_thread(job_id: int) -> None:
     try:
-        run_assigned(job_id, take_here=take_here, own_connection=True)
+        run_assigned(job_id, take_here=take_here)
     except Exception:  # noqa: BLE001 - a pool thread has nobody to report to but the log
         log.exception("Job %s could not be run", job_id)
     finally:
-        connection.close()  # each pool thread has its own database connection
+        connection.close()  # if a rare path (a health check after a failure) opened one here
 
 
 def take_here(job_id: int) -> bool:
@@ -78,72 +85,66 @@ def take_here(job_id: int) -> bool:
     return True
 
 
-def run_for_request(job_id: int, relay: Relay | None = None) -> bool:
-    """For a synchronous request: run its job in this process now if a slot is free; True if it ran.
+async def run_for_request(job_id: int, relay: Relay | None = None) -> Job | None:
+    """For a synchronous request whose job got an agent as it was created: run it on this
+    process's job threads now, without a broker between the request and the backend.
 
-    Waiting jobs are assigned as usual (oldest first); when this one gets an agent, the caller's
-    thread runs it, without a broker or a poll between the request and the backend.
+    Returns the job once it ended here; None if it was not ours to run (cancelled meanwhile).
     """
-    taken: list[int] = []
+    return await asyncio.get_running_loop().run_in_executor(in_flight(), run_requested, job_id, relay)
 
-    def take(candidate: int) -> bool:
-        if candidate == job_id:
-            taken.append(candidate)
-        return candidate == job_id
 
+def run_requested(job_id: int, relay: Relay | None) -> Job | None:
     try:
-        dispatch(take)
-        # The web's threads are few, so the connection stays open for the job's last writes.
-        return bool(taken) and run_assigned(job_id, relay)
+        return run_assigned(job_id, relay)
     finally:
-        connection.close()  # the caller's thread is one of asgiref's, not a request's
+        connection.close()  # if a rare path opened one here
 
 
-def run_assigned(
-    job_id: int,
-    relay: Relay | None = None,
-    take_here: Callable[[int], bool] | None = None,
-    own_connection: bool = False,
-) -> bool:
-    """Run one job on the agent the scheduler chose, then free its slot; False if it was not ours to run.
+def run_assigned(job_id: int, relay: Relay | None = None, take_here: Callable[[int], bool] | None = None) -> Job | None:
+    """Run one job on the agent the scheduler chose, then free its slot.
 
-    own_connection: the calling thread's database connection is its own (a job thread), so it
-    is closed while the job waits on its backend: in-flight jobs then hold no connections, and
-    many of them cannot exhaust PostgreSQL's max_connections.
+    Returns the job as it ended, or None if it was not ours to run (cancelled or reassigned
+    while it waited).
     """
+    job = db_threads.run(start, job_id)
+    if job is None or job.agent is None:
+        return None
+    try:
+        run_on_agent(job, job.agent, relay)
+    finally:
+        db_threads.run(dispatch, take_here)
+    return job
+
+
+def start(job_id: int) -> Job | None:
+    """The assigned job, moved to Started; None if it is no longer ours to run."""
     job = Job.objects.select_related("agent", "image").filter(pk=job_id).first()
     if job is None or job.state != State.QUEUED or job.agent is None:
-        return False  # cancelled or reassigned while it waited
-    agent = job.agent
+        return None
     try:
-        change(job, State.STARTED, attempts=job.attempts + 1, status=f"Running on {agent.name}")
+        change(job, State.STARTED, attempts=job.attempts + 1, status=f"Running on {job.agent.name}")
     except InvalidTransition:
-        return False
-    try:
-        run_on_agent(job, agent, relay, own_connection)
-    finally:
-        dispatch(take_here)
-    return True
+        return None
+    return job
 
 
-def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None, own_connection: bool = False) -> None:
-    stream = TextStream(job, relay, own_connection)
+def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> None:
+    stream = TextStream(job, relay)
     try:
         request = text_request(job, agent)
-        if own_connection:
-            connection.close()
         result = client_for(agent).image_to_text(request, on_text=stream)
         stream.flush()
     except AgentCancelled:
         return
     except AgentError as error:
-        handle_failure(job, agent, error)
+        handle_failure(job, agent, error)  # here, not on a database thread: it may check the agent over HTTP
         return
     except Exception as error:  # noqa: BLE001 - a bug must fail the job, not leave it running
         log.exception("Job %s crashed on %s", job.pk, agent)
-        fail_quietly(job, f"Internal error: {error}", "Exception")
+        db_threads.run(fail_quietly, job, f"Internal error: {error}", "Exception")
         return
-    finish(job, result)
+    db_threads.run(finish, job, result)
 
 
 def text_request(job: Job, agent: Agent) -> TextRequest:
@@ -160,8 +161,8 @@ class TextStream:
     """The on_text of a running job: relays each piece, publishes the text now and then,
     saves it and looks for a cancellation about once a second."""
 
-    def __init__(self, job: Job, relay: Relay | None = None, own_connection: bool = False) -> None:
-        self.job, self.relay, self.own_connection = job, relay, own_connection
+    def __init__(self, job: Job, relay: Relay | None = None) -> None:
+        self.job, self.relay = job, relay
         self.text, self.published = "", ""
         self.published_at = float("-inf")
         self.checked_at = time.monotonic()
@@ -176,11 +177,12 @@ class TextStream:
         if time.monotonic() - self.checked_at < CHECK_EVERY:
             return False
         self.checked_at = time.monotonic()
+        return db_threads.run(self.stopped, text)
+
+    def stopped(self, text: str) -> bool:
+        """Save the text so far; True if the job is no longer running (cancelled)."""
         running = Job.objects.filter(pk=self.job.pk, state=State.STARTED)
-        stopped = not (running.update(output=text) if text else running.exists())
-        if self.own_connection:
-            connection.close()  # not held between checks; see run_assigned
-        return stopped
+        return not (running.update(output=text) if text else running.exists())
 
     def publish(self) -> None:
         self.published, self.published_at = self.text, time.monotonic()

@@ -179,6 +179,9 @@ class Memory:
     web_mb: float
     workers_mb: float
     worker_processes: int
+    # PSS: each page shared by n processes (forked from one parent) counts 1/n in each, so the
+    # sum is what the tree takes from the machine; the VmRSS sum counts shared pages n times.
+    workers_pss_mb: float = 0.0
 
 
 @dataclass
@@ -220,7 +223,7 @@ class Server:
         cluster = [pid for pid in below if "qcluster" in table[pid].command]
         roots = [pid for pid in cluster if table[pid].parent not in cluster]
         workers = [pid for root in roots for pid in [root, *descendants(root, table)]]
-        return Memory(sum(map(rss_mb, web)), sum(map(rss_mb, workers)), len(workers))
+        return Memory(sum(map(rss_mb, web)), sum(map(rss_mb, workers)), len(workers), sum(map(pss_mb, workers)))
 
 
 def free_port() -> int:
@@ -318,6 +321,17 @@ def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size (Linux's smaps_rollup): resident pages, shared ones divided among their sharers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

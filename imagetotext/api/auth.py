@@ -12,7 +12,7 @@ from datetime import timedelta
 from functools import wraps
 from typing import Any, cast
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -21,6 +21,7 @@ from django.utils import timezone
 from imagetotext.api import ratelimit
 from imagetotext.api.wire import error_response
 from imagetotext.conf import Conf
+from imagetotext.db_threads import arun
 from imagetotext.models import ApiKey
 
 # Recording every use would turn each API read into a write.
@@ -60,7 +61,7 @@ def wrap_sync(view: View, name: str) -> View:
 def wrap_async(view: View, name: str) -> View:
     @wraps(view)
     async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        refusal = await sync_to_async(authenticate)(request, name)
+        refusal = await arun(authenticate, request, name)
         return refusal if refusal is not None else await view(request, *args, **kwargs)
 
     return wrapper

@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -25,6 +24,7 @@ from imagetotext.api.wire import (
 )
 from imagetotext.callbacks import CallbackRefused, check_destination
 from imagetotext.conf import Conf
+from imagetotext.db_threads import arun
 from imagetotext.errors import Refusal
 from imagetotext.images import read_uploaded_file
 from imagetotext.jobs import JobRequest, create_with_upload, validate
@@ -32,7 +32,7 @@ from imagetotext.live import wait_until_finished
 from imagetotext.models import Job, State
 from imagetotext.replyto import InvalidReplyTo
 from imagetotext.replyto import parse as parse_reply_to
-from imagetotext.tasks import run_for_request
+from imagetotext.tasks import Relay, run_for_request
 
 
 @csrf_exempt
@@ -41,10 +41,10 @@ from imagetotext.tasks import run_for_request
 async def image_to_text(request: ApiRequest) -> JsonResponse:
     """Run one image through a model and answer with the text (waits for the job)."""
     try:
-        job = await sync_to_async(accept_job)(request, queued=False)
+        job = await arun(accept_job, request, queued=False)
     except Refusal as refusal:
         return refusal_response(refusal)
-    job = await run_or_wait(job.pk)
+    job = await run_or_wait(job)
     if job.state == State.COMPLETED:
         return reply({"results": [{"text": job.output}], "duration": xsd_duration(job.duration)})
     if job.finished:
@@ -57,10 +57,10 @@ async def image_to_text(request: ApiRequest) -> JsonResponse:
 @csrf_exempt
 @methods("POST")
 @api_view("QueueImageToText")
-def queue_image_to_text(request: ApiRequest) -> JsonResponse:
+async def queue_image_to_text(request: ApiRequest) -> JsonResponse:
     """Queue the image and answer at once with where to ask for the result."""
     try:
-        job = accept_job(request, queued=True)
+        job = await arun(accept_job, request, queued=True)
     except Refusal as refusal:
         return refusal_response(refusal)
     return reply(
@@ -76,9 +76,9 @@ def queue_image_to_text(request: ApiRequest) -> JsonResponse:
 
 @methods("GET")
 @api_view("GetTextGenerationStatus")
-def get_text_generation_status(request: ApiRequest) -> JsonResponse:
+async def get_text_generation_status(request: ApiRequest) -> JsonResponse:
     try:
-        job = find_job(request)
+        job = await arun(find_job, request)
     except Refusal as refusal:
         return refusal_response(refusal)
     body: dict[str, Any] = {
@@ -143,22 +143,24 @@ def find_job(request: ApiRequest) -> Job:
     return job
 
 
-async def run_or_wait(job_id: int) -> Job:
-    """A synchronous request's job, run here when an agent is free (else by a worker), once it ended.
+async def run_or_wait(job: Job, relay: Relay | None = None) -> Job:
+    """A synchronous request's job once it ended: run here if it got an agent as it was created,
+    else followed while a worker runs it.
 
     Answers with the job as it is after Conf.SYNC_WAIT_SECONDS even if it has not ended; a job
     running here goes on in its thread.
     """
-    running = asyncio.ensure_future(sync_to_async(run_for_request, thread_sensitive=False)(job_id))
     started = time.monotonic()
-    try:
-        await asyncio.wait_for(asyncio.shield(running), Conf.SYNC_WAIT_SECONDS)
-    except TimeoutError:
-        pass
-    job = await Job.objects.select_related("agent").aget(pk=job_id)
-    if job.finished:
-        return job  # the usual case: it ran here and ended
-    return await wait_until_finished(job_id, max(Conf.SYNC_WAIT_SECONDS - (time.monotonic() - started), 0))
+    if job.runs_here:
+        running = asyncio.ensure_future(run_for_request(job.pk, relay))
+        try:
+            ran = await asyncio.wait_for(asyncio.shield(running), Conf.SYNC_WAIT_SECONDS)
+        except TimeoutError:
+            ran = None
+        if ran is not None and ran.finished:
+            return ran  # the usual case: it ran here and ended
+    left = max(Conf.SYNC_WAIT_SECONDS - (time.monotonic() - started), 0)
+    return await wait_until_finished(job.pk, left)
 
 
 def status_url(request: HttpRequest, job: Job) -> str:

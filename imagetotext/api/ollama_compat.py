@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -23,10 +22,11 @@ from imagetotext.api.auth import ApiRequest, api_view
 from imagetotext.api.image_to_text import find_job, reply_to, run_or_wait
 from imagetotext.api.wire import json_body, lower_keys, methods, refusal_response, reply, response_status, text_field
 from imagetotext.conf import Conf
+from imagetotext.db_threads import arun
 from imagetotext.errors import ImageRejected, Refusal
 from imagetotext.images import read_upload
 from imagetotext.jobs import JobRequest, create_with_upload, validate
-from imagetotext.live import job_group
+from imagetotext.live import RECHECK_SECONDS, job_group
 from imagetotext.models import Api, Job, State
 from imagetotext.tasks import run_for_request
 
@@ -74,12 +74,12 @@ async def ollama_generation(request: ApiRequest) -> HttpResponseBase:
         stream = body.get("stream", request.path.endswith("/generate"))
         if not isinstance(stream, bool):
             raise Refusal("stream must be true or false", field="stream")
-        job = await sync_to_async(accept_generation)(request, body)
+        job = await arun(accept_generation, request, body)
     except Refusal as refusal:
         return ollama_error(refusal)
     if stream:
-        return StreamingHttpResponse(stream_generation(job.pk, job.model), content_type="application/x-ndjson")
-    job = await run_or_wait(job.pk)
+        return StreamingHttpResponse(stream_generation(job), content_type="application/x-ndjson")
+    job = await run_or_wait(job)
     if job.state == State.COMPLETED:
         return JsonResponse(generate_reply(job))
     message = job.error or f"The job did not finish within {Conf.SYNC_WAIT_SECONDS:g} s"
@@ -89,14 +89,14 @@ async def ollama_generation(request: ApiRequest) -> HttpResponseBase:
 @csrf_exempt
 @methods("POST")
 @api_view("QueueOllamaGeneration")
-def queue_ollama_generation(request: ApiRequest) -> JsonResponse:
+async def queue_ollama_generation(request: ApiRequest) -> JsonResponse:
     """{request: {...generate...}, refId, replyTo, tag} -> {id, refId, statusUrl}."""
     try:
         fields = lower_keys(json_body(request))
         inner = fields.get("request")
         if not isinstance(inner, dict):
             raise Refusal("Request must hold an Ollama generate request", field="Request")
-        job = accept_generation(request, inner, fields, queued=True)
+        job = await arun(accept_generation, request, inner, fields, queued=True)
     except Refusal as refusal:
         return ollama_error(refusal)
     url = request.build_absolute_uri(reverse("get-ollama-generation-status") + f"?RefId={job.ref_id}")
@@ -105,9 +105,9 @@ def queue_ollama_generation(request: ApiRequest) -> JsonResponse:
 
 @methods("GET")
 @api_view("GetOllamaGenerationStatus")
-def get_ollama_generation_status(request: ApiRequest) -> JsonResponse:
+async def get_ollama_generation_status(request: ApiRequest) -> JsonResponse:
     try:
-        job = find_job(request)
+        job = await arun(find_job, request)
     except Refusal as refusal:
         return refusal_response(refusal)
     body: dict[str, Any] = {
@@ -176,56 +176,61 @@ def generate_reply(job: Job) -> dict[str, Any]:
     return body
 
 
-async def stream_generation(job_id: int, model: str) -> AsyncIterator[bytes]:
-    """Run the job here when an agent is free and relay each chunk the backend sends as its own
-    line; when none is free (or the job moved to another agent), follow it while a worker runs it."""
-    pieces: asyncio.Queue[str | None] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def relay(piece: str) -> None:  # called on the job's thread
-        loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-    running = asyncio.ensure_future(sync_to_async(run_for_request, thread_sensitive=False)(job_id, relay))
-    running.add_done_callback(lambda _: pieces.put_nowait(None))
+async def stream_generation(job: Job) -> AsyncIterator[bytes]:
+    """Run the job here if it got an agent as it was created, relaying each chunk the backend
+    sends as its own line; else (or if it moved to another agent) follow it while a worker runs it."""
     sent = ""
-    while (piece := await pieces.get()) is not None:
-        sent += piece
-        yield line({"model": model, "created_at": now_stamp(), "response": piece, "done": False})
-    running.result()  # a crash of the runner surfaces here rather than as a silent stop
-    job = await Job.objects.aget(pk=job_id)
-    if job.finished:
-        yield final_line(job, sent)
-        return
-    async for following in stream_job(job_id, sent):
+    if job.runs_here:
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def relay(piece: str) -> None:  # called on the job's thread
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        running = asyncio.ensure_future(run_for_request(job.pk, relay))
+        running.add_done_callback(lambda _: pieces.put_nowait(None))
+        while (piece := await pieces.get()) is not None:
+            sent += piece
+            yield line({"model": job.model, "created_at": now_stamp(), "response": piece, "done": False})
+        ran = running.result()  # a crash of the runner surfaces here rather than as a silent stop
+        if ran is not None and ran.finished:
+            yield final_line(ran, sent)
+            return
+    async for following in stream_job(job.pk, sent):
         yield following
 
 
 async def stream_job(job_id: int, sent: str = "") -> AsyncIterator[bytes]:
-    """NDJSON chunks as a worker's model writes, then Ollama's done:true chunk (or an error line)."""
+    """NDJSON chunks as a worker's model writes, then Ollama's done:true chunk (or an error line).
+
+    Woken by the job's live updates: the text arrives in them, and the database is read only when
+    the job changed state (or every RECHECK_SECONDS, in case an update was lost).
+    """
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(job_group(job_id), channel)
     try:
-        while True:
+        job = await arun(Job.objects.get, pk=job_id)
+        while not job.finished:
             event = await next_event(layer, channel)
-            job = await Job.objects.aget(pk=job_id)
-            text = event.get("text", "") if event else ""
-            if not job.finished and text.startswith(sent) and len(text) > len(sent):
-                yield line(
-                    {"model": job.model, "created_at": timestamp(job), "response": text[len(sent) :], "done": False}
-                )
-                sent = text
-            if job.finished:
-                yield final_line(job, sent)
-                return
+            if event is not None and event.get("type") == "job.text":
+                text = event.get("text", "")
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield line(
+                        {"model": job.model, "created_at": now_stamp(), "response": text[len(sent) :], "done": False}
+                    )
+                    sent = text
+                continue
+            job = await arun(Job.objects.get, pk=job_id)
+        yield final_line(job, sent)
     finally:
         await layer.group_discard(job_group(job_id), channel)
 
 
 async def next_event(layer: Any, channel: str) -> dict[str, Any] | None:
-    """The next live update, or None after a short while (then the database is read anyway)."""
+    """The next live update, or None after RECHECK_SECONDS without one."""
     try:
-        return await asyncio.wait_for(layer.receive(channel), timeout=0.5)
+        return await asyncio.wait_for(layer.receive(channel), timeout=RECHECK_SECONDS)
     except TimeoutError:
         return None
 

@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_crash_in_the_api_answers_json_in_ai_servers_shape(api_client: Client, monkeypatch) -> None:
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")

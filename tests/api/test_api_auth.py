@@ -29,7 +29,7 @@ def issued(admin_user) -> tuple[ApiKey, str]:
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_refuses_a_call_without_a_key(client: Client, path: str) -> None:
     response = client.get(path)
 
@@ -39,7 +39,7 @@ def test_it_refuses_a_call_without_a_key(client: Client, path: str) -> None:
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_refuses_an_unknown_key(client: Client, issued: tuple[ApiKey, str], path: str) -> None:
     response = client.get(path, headers=bearer(issued[1] + "x"))
 
@@ -48,7 +48,7 @@ def test_it_refuses_an_unknown_key(client: Client, issued: tuple[ApiKey, str], p
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_refuses_a_revoked_key(client: Client, issued: tuple[ApiKey, str], path: str) -> None:
     row, key = issued
     ApiKey.objects.filter(pk=row.pk).update(revoked_at=timezone.now())
@@ -60,7 +60,7 @@ def test_it_refuses_a_revoked_key(client: Client, issued: tuple[ApiKey, str], pa
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_refuses_an_expired_key(client: Client, issued: tuple[ApiKey, str], path: str) -> None:
     row, key = issued
     ApiKey.objects.filter(pk=row.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -72,7 +72,7 @@ def test_it_refuses_an_expired_key(client: Client, issued: tuple[ApiKey, str], p
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_forbids_a_key_restricted_to_other_apis(client: Client, admin_user, path: str) -> None:
     _, key = ApiKey.issue(admin_user, "queue only", restrict_to=["QueueImageToText"])
 
@@ -83,7 +83,7 @@ def test_it_forbids_a_key_restricted_to_other_apis(client: Client, admin_user, p
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_hands_the_view_the_keys_owner_and_the_key(client: Client, issued: tuple[ApiKey, str], path: str) -> None:
     response = client.get(path, headers=bearer(issued[1]))
 
@@ -91,7 +91,7 @@ def test_it_hands_the_view_the_keys_owner_and_the_key(client: Client, issued: tu
     assert response.json() == {"owner": "admin", "key": "ci"}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_accepts_a_key_restricted_to_this_api(client: Client, admin_user) -> None:
     _, key = ApiKey.issue(
         admin_user, "sync", restrict_to=["ImageToText"], expires_at=timezone.now() + timedelta(days=1)
@@ -101,7 +101,7 @@ def test_it_accepts_a_key_restricted_to_this_api(client: Client, admin_user) -> 
 
 
 @VIEWS
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_it_accepts_a_signed_in_user_without_a_key(client: Client, admin_user, path: str) -> None:
     client.force_login(admin_user)
 
@@ -111,7 +111,7 @@ def test_it_accepts_a_signed_in_user_without_a_key(client: Client, admin_user, p
     assert response.json() == {"owner": "admin", "key": None}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_wrong_key_is_refused_even_for_a_signed_in_user(client: Client, admin_user) -> None:
     client.force_login(admin_user)
 
@@ -120,7 +120,7 @@ def test_a_wrong_key_is_refused_even_for_a_signed_in_user(client: Client, admin_
     assert response.status_code == 401
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_signed_in_post_needs_the_csrf_token(admin_user) -> None:
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(admin_user)
@@ -131,14 +131,14 @@ def test_a_signed_in_post_needs_the_csrf_token(admin_user) -> None:
     assert refusal(response)["message"].startswith("CSRF verification failed")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_post_with_a_key_needs_no_csrf_token(issued: tuple[ApiKey, str]) -> None:
     response = Client(enforce_csrf_checks=True).post("/sync", headers=bearer(issued[1]))
 
     assert response.status_code == 200
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_last_use_is_recorded_at_most_once_a_minute(client: Client, issued: tuple[ApiKey, str]) -> None:
     row, key = issued
     client.get("/sync", headers=bearer(key))

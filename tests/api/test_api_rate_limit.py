@@ -7,7 +7,7 @@ from imagetotext.api.ratelimit import take
 from imagetotext.conf import Conf
 from imagetotext.models import ApiKey
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_key_that_spends_its_requests_gets_a_429_with_retry_after(api_client: Client, monkeypatch) -> None:

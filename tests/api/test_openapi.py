@@ -258,7 +258,7 @@ def test_errors_reply_as_documented(client: Client, api_client: Client, ollama_a
     assert too_big.status_code == 413 and assert_documented(too_big, "/api/ImageToText")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_rate_limited_call_replies_as_documented(api_client: Client, monkeypatch) -> None:
     monkeypatch.setattr("imagetotext.conf.Conf.RATE_LIMIT_PER_MINUTE", 1)
 

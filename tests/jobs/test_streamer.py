@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 
 from imagetotext import tasks
+from imagetotext.db_threads import hold_no_connection
 from imagetotext.models import Job, State
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +53,8 @@ def test_a_job_thread_holds_no_database_connection_while_it_waits(api_user, imag
     seen: dict[str, object] = {}
 
     def job_thread() -> None:
-        stream = tasks.TextStream(job, own_connection=True)
+        hold_no_connection()  # as every thread of tasks.in_flight() does first
+        stream = tasks.TextStream(job)
         seen["stopped"] = stream("Some text")
         seen["connection open"] = connection.connection is not None
 
