@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import Count, F, Q
@@ -37,18 +38,29 @@ def dispatch(take_here: TakeHere | None = None) -> list[int]:
     with transaction.atomic():
         assigned = assign_waiting_jobs()
     hand_over(assigned, take_here)
-    return [job_id for job_id, _ in assigned]
+    return [assignment.job_id for assignment in assigned]
 
 
-def hand_over(assigned: list[tuple[int, bool]], take_here: TakeHere | None = None) -> None:
+class Assignment(NamedTuple):
+    job_id: int
+    agent: Agent
+
+    @property
+    def local(self) -> bool:
+        """The built-in OCR: CPU-bound, so it runs in a worker process itself."""
+        return self.agent.kind == Kind.LOCAL
+
+
+def hand_over(assigned: list[Assignment], take_here: TakeHere | None = None) -> None:
     """Start newly assigned jobs: here if take_here takes them, else on the workers through django-q2."""
-    for job_id, local in assigned:
+    for job_id, agent in assigned:
+        local = agent.kind == Kind.LOCAL
         if local or take_here is None or not take_here(job_id):
             async_task("imagetotext.tasks.run_job", job_id, inline=local, task_name=f"job-{job_id}")
 
 
-def assign_waiting_jobs() -> list[tuple[int, bool]]:
-    """Give waiting jobs, oldest first, to free agents; returns (job id, runs on the built-in agent)."""
+def assign_waiting_jobs() -> list[Assignment]:
+    """Give waiting jobs, oldest first, to free agents; returns which job went to which agent."""
     # Locking the agent rows makes concurrent dispatchers take turns (PostgreSQL);
     # SQLite's IMMEDIATE transactions already do.
     agents = list(Agent.objects.usable().select_for_update().order_by("pk").prefetch_related("models"))
@@ -59,7 +71,7 @@ def assign_waiting_jobs() -> list[tuple[int, bool]]:
     offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in free}
     wanted = set().union(*offered.values())
     waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model__in=wanted)
-    assigned: list[tuple[int, bool]] = []
+    assigned: list[Assignment] = []
     for job in waiting.order_by("created_at", "pk").only("pk", "model", "tried_agents")[:BATCH]:
         if not (agent := pick(job, free, offered, load)):
             continue
@@ -68,7 +80,7 @@ def assign_waiting_jobs() -> list[tuple[int, bool]]:
         )
         if claimed:
             load[agent.pk] += 1
-            assigned.append((job.pk, agent.kind == Kind.LOCAL))
+            assigned.append(Assignment(job.pk, agent))
             free = [a for a in free if load[a.pk] < a.concurrency]
             if not free:
                 break

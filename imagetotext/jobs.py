@@ -103,23 +103,28 @@ def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> J
     """Store the job for one image; once committed, the scheduler hands it to the workers.
 
     A synchronous request passes hand_to_workers=False: waiting jobs are assigned in the same
-    transaction, and if this one gets a remote agent, job.runs_here tells the caller to run it
-    itself (imagetotext.tasks.run_for_request); every other assigned job goes to the workers.
+    transaction, and if this one gets a remote agent it is started at once and job.runs_here
+    tells the caller to run it itself (imagetotext.tasks.run_for_request); every other
+    assigned job goes to the workers.
     """
+    mine = None
     try:
-        with transaction.atomic():
+        # No savepoint of its own: a clash of RefIds fails the caller's whole transaction anyway.
+        with transaction.atomic(savepoint=False):
             job = Job.objects.create(**spec.fields, image=image)
             assigned = [] if hand_to_workers else assign_waiting_jobs()
+            mine = next((a for a in assigned if a.job_id == job.pk and not a.local), None)
+            if mine is not None:
+                job.agent = mine.agent
+                job.move_to(State.STARTED, attempts=1, status=f"Running on {mine.agent.name}")
+                job.runs_here = True
     except IntegrityError:
         raise ref_id_in_use(spec.ref_id) from None
+    if others := [a for a in assigned if a is not mine]:
+        transaction.on_commit(lambda: hand_over(others))
     transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, job.state, created=True))
     if hand_to_workers:
         transaction.on_commit(dispatch)
-        return job
-    job.runs_here = (job.pk, False) in assigned
-    others = [(job_id, local) for job_id, local in assigned if job_id != job.pk or local]
-    if others:
-        transaction.on_commit(lambda: hand_over(others))
     return job
 
 
@@ -129,7 +134,8 @@ def create_with_upload(spec: JobSpec, upload: UploadedImage, hand_to_workers: bo
     try:
         with transaction.atomic():
             stored, created = store_image(upload.data, upload.content_type, upload.width, upload.height)
-            return create(spec, stored, hand_to_workers)
+            job = create(spec, stored, hand_to_workers)
+        return job
     except Exception:
         if created and stored is not None:
             stored.file.delete(save=False)  # the row rolled back; do not leave its file

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, models
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from agents.models import Agent
@@ -261,7 +261,8 @@ def store_image(data: bytes, content_type: str, width: int, height: int) -> tupl
     image = StoredImage(sha256=digest, content_type=content_type, width=width, height=height, size=len(data))
     image.file.save("upload", ContentFile(data), save=False)
     try:
-        image.save()
+        with transaction.atomic():  # a savepoint: PostgreSQL refuses every statement after a failed one
+            image.save()
     except IntegrityError:
         # The same bytes arrived twice at once; keep the first row, drop our copy.
         image.file.delete(save=False)

@@ -85,31 +85,35 @@ def take_here(job_id: int) -> bool:
     return True
 
 
-async def run_for_request(job_id: int, relay: Relay | None = None) -> Job | None:
-    """For a synchronous request whose job got an agent as it was created: run it on this
-    process's job threads now, without a broker between the request and the backend.
+async def run_for_request(job: Job, relay: Relay | None = None) -> Job:
+    """For a synchronous request whose job was started as it was created (job.runs_here): run it
+    on this process's job threads now, without a broker between the request and the backend.
 
-    Returns the job once it ended here; None if it was not ours to run (cancelled meanwhile).
+    Returns the job as it ended.
     """
-    return await asyncio.get_running_loop().run_in_executor(in_flight(), run_requested, job_id, relay)
+    return await asyncio.get_running_loop().run_in_executor(in_flight(), run_requested, job, relay)
 
 
-def run_requested(job_id: int, relay: Relay | None) -> Job | None:
+def run_requested(job: Job, relay: Relay | None) -> Job:
     try:
-        return run_assigned(job_id, relay)
+        return run_started(job, relay)
     finally:
         connection.close()  # if a rare path opened one here
 
 
 def run_assigned(job_id: int, relay: Relay | None = None, take_here: Callable[[int], bool] | None = None) -> Job | None:
-    """Run one job on the agent the scheduler chose, then free its slot.
+    """Start one job on the agent the scheduler chose, run it, then free its slot.
 
     Returns the job as it ended, or None if it was not ours to run (cancelled or reassigned
     while it waited).
     """
     job = db_threads.run(start, job_id)
-    if job is None or job.agent is None:
-        return None
+    return None if job is None else run_started(job, relay, take_here)
+
+
+def run_started(job: Job, relay: Relay | None = None, take_here: Callable[[int], bool] | None = None) -> Job:
+    """Run a started job on its agent, then hand its slot to the next waiting job."""
+    assert job.agent is not None, "a started job has its agent"
     try:
         run_on_agent(job, job.agent, relay)
     finally:

@@ -111,7 +111,8 @@ def accept_job(request: ApiRequest, queued: bool) -> Job:
     if queued:
         job_request.reply_to = reply_to(request, fields)
         job_request.reply_state = text_field(fields, "State", 2000)
-    return create_with_upload(validate(job_request), image, hand_to_workers=queued)
+    spec = validate(job_request)
+    return create_with_upload(spec, image, hand_to_workers=queued)
 
 
 def reply_to(request: HttpRequest, fields: dict[str, Any]) -> str:
@@ -152,7 +153,7 @@ async def run_or_wait(job: Job, relay: Relay | None = None) -> Job:
     """
     started = time.monotonic()
     if job.runs_here:
-        running = asyncio.ensure_future(run_for_request(job.pk, relay))
+        running = asyncio.ensure_future(run_for_request(job, relay))
         try:
             ran = await asyncio.wait_for(asyncio.shield(running), Conf.SYNC_WAIT_SECONDS)
         except TimeoutError:

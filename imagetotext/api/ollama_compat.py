@@ -187,7 +187,7 @@ async def stream_generation(job: Job) -> AsyncIterator[bytes]:
         def relay(piece: str) -> None:  # called on the job's thread
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        running = asyncio.ensure_future(run_for_request(job.pk, relay))
+        running = asyncio.ensure_future(run_for_request(job, relay))
         running.add_done_callback(lambda _: pieces.put_nowait(None))
         while (piece := await pieces.get()) is not None:
             sent += piece
