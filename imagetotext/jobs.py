@@ -172,14 +172,12 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
     return fields
 
 
-def announce(job: Job) -> None:
-    publish_change(job.pk, job.owner_id, job.state)
-
-
 def change(job: Job, state: str, **fields: Any) -> None:
     """Move the job, tell listeners, and queue its callback when it ended."""
     job.move_to(state, **fields)
-    announce(job)
+    # Once committed, as a listener reads the job when it hears of the change (outside a transaction: at once).
+    moved_to = job.state
+    transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, moved_to))
     if job.finished:
         log_outcome(job)
         # After commit, so a worker on another broker never reads the job before it ended.

@@ -17,8 +17,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
-from django.db import connection
+from django.db import connection, transaction
 from django_q.conf import Conf as QConf
 
 from agents.clients.base import AgentCancelled, AgentError, AgentUnavailable, TextRequest, TextResult
@@ -28,7 +29,7 @@ from agents.models import Agent, Kind
 from imagetotext import db_threads, images
 from imagetotext.conf import Conf
 from imagetotext.db_threads import hold_no_connection
-from imagetotext.dispatch import candidates, dispatch
+from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over
 from imagetotext.jobs import change, complete, expire_unservable, fail, sweep
 from imagetotext.live import publish_text
 from imagetotext.models import InvalidTransition, Job, State
@@ -101,7 +102,7 @@ def run_requested(job: Job, relay: Relay | None) -> Job:
         connection.close()  # if a rare path opened one here
 
 
-def run_assigned(job_id: int, relay: Relay | None = None, take_here: Callable[[int], bool] | None = None) -> Job | None:
+def run_assigned(job_id: int, relay: Relay | None = None, take_here: TakeHere | None = None) -> Job | None:
     """Start one job on the agent the scheduler chose, run it, then free its slot.
 
     Returns the job as it ended, or None if it was not ours to run (cancelled or reassigned
@@ -109,16 +110,6 @@ def run_assigned(job_id: int, relay: Relay | None = None, take_here: Callable[[i
     """
     job = db_threads.run(start, job_id)
     return None if job is None else run_started(job, relay, take_here)
-
-
-def run_started(job: Job, relay: Relay | None = None, take_here: Callable[[int], bool] | None = None) -> Job:
-    """Run a started job on its agent, then hand its slot to the next waiting job."""
-    assert job.agent is not None, "a started job has its agent"
-    try:
-        run_on_agent(job, job.agent, relay)
-    finally:
-        db_threads.run(dispatch, take_here)
-    return job
 
 
 def start(job_id: int) -> Job | None:
@@ -133,22 +124,54 @@ def start(job_id: int) -> Job | None:
     return job
 
 
-def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> None:
+def run_started(job: Job, relay: Relay | None = None, take_here: TakeHere | None = None) -> Job:
+    """Run a started job on its agent, then save how it ended and hand its slot on."""
+    assert job.agent is not None, "a started job has its agent"
+    settle: Settle = nothing_to_save
+    try:
+        settle = run_on_agent(job, job.agent, relay)
+    finally:
+        db_threads.run(end_run, settle, take_here)
+    return job
+
+
+# The database work that records how a run ended.
+Settle = Callable[[], None]
+
+
+def nothing_to_save() -> None:
+    pass
+
+
+def end_run(settle: Settle, take_here: TakeHere | None) -> None:
+    """Save how the run ended and give the freed slot to the oldest waiting job, in one transaction.
+
+    Between the two, no other dispatcher (a request, another worker) can see the slot free and
+    send a job to it the slow way, through the broker; the job taken here starts at once.
+    """
+    with transaction.atomic():
+        settle()
+        waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True).exists()
+        assigned = assign_waiting_jobs() if waiting else []
+    hand_over(assigned, take_here)
+
+
+def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
+    """Send the job to its agent and return what records the outcome (saved by the caller)."""
     stream = TextStream(job, relay)
     try:
         request = text_request(job, agent)
         result = client_for(agent).image_to_text(request, on_text=stream)
         stream.flush()
     except AgentCancelled:
-        return
+        return nothing_to_save
     except AgentError as error:
-        handle_failure(job, agent, error)  # here, not on a database thread: it may check the agent over HTTP
-        return
+        look_at_agent(agent, error)  # here, not on a database thread: it may check the agent over HTTP
+        return partial(fail_over_or_fail, job, agent, error)
     except Exception as error:  # noqa: BLE001 - a bug must fail the job, not leave it running
         log.exception("Job %s crashed on %s", job.pk, agent)
-        db_threads.run(fail_quietly, job, f"Internal error: {error}", "Exception")
-        return
-    db_threads.run(finish, job, result)
+        return partial(fail_quietly, job, f"Internal error: {error}", "Exception")
+    return partial(finish, job, result)
 
 
 def text_request(job: Job, agent: Agent) -> TextRequest:
@@ -212,12 +235,16 @@ def finish(job: Job, result: TextResult) -> None:
         pass  # cancelled while the last words arrived: the cancellation stands
 
 
-def handle_failure(job: Job, agent: Agent, error: AgentError) -> None:
-    """Fail over to another agent when that can help, else fail the job with the reason."""
+def look_at_agent(agent: Agent, error: AgentError) -> None:
+    """After a failure: mark the agent offline if it did not answer, or check it again if it may have changed."""
     if isinstance(error, AgentUnavailable):
         agent.mark_offline(str(error))
     elif error.retry_elsewhere:
         check_agent(agent)  # e.g. the model vanished: let discovery notice now
+
+
+def fail_over_or_fail(job: Job, agent: Agent, error: AgentError) -> None:
+    """Queue the job again for another agent when that can help, else fail it with the reason."""
     tried = [*job.tried_agents, agent.pk]
     others = candidates(job.model, exclude=tried) if error.retry_elsewhere else []
     try:
