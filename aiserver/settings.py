@@ -51,15 +51,17 @@ INSTALLED_APPS = [
     "imagetotext",
 ]
 
+# Django's own middleware, as subclasses that run their hooks in place in an async request
+# (aiserver/middleware.py): the same behaviour, without a thread hop per hook.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "aiserver.middleware.SecurityMiddleware",
     "aiserver.middleware.StaticFilesMiddleware",  # WhiteNoise, kept out of the async path
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "aiserver.middleware.SessionMiddleware",
+    "aiserver.middleware.CommonMiddleware",
+    "aiserver.middleware.CsrfViewMiddleware",
+    "aiserver.middleware.AuthenticationMiddleware",
+    "aiserver.middleware.MessageMiddleware",
+    "aiserver.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 

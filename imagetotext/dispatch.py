@@ -11,8 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
-from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db import connection, transaction
 from django_q.tasks import async_task
 
 from agents.models import Agent, AgentModel, Kind
@@ -32,8 +31,8 @@ def dispatch(take_here: TakeHere | None = None) -> list[int]:
     threads), else to the workers through django-q2. The built-in OCR always goes to a
     worker, where it runs in the worker's own process: it is CPU-bound.
     """
-    # Both checks read without locking; only when a job may be assigned is the write lock taken.
-    if not Job.objects.filter(state=State.QUEUED, agent__isnull=True).exists() or not any_free_slot():
+    # A read without locking; only when a job may be assigned is the write lock taken.
+    if not work_to_assign():
         return []
     with transaction.atomic():
         assigned = assign_waiting_jobs()
@@ -87,10 +86,29 @@ def assign_waiting_jobs() -> list[Assignment]:
     return assigned
 
 
-def any_free_slot() -> bool:
-    """Whether some usable agent runs fewer jobs than its concurrency (a read, so it may be stale)."""
-    busy = Count("jobs", filter=~Q(jobs__state__in=FINISHED) & Q(jobs__isnull=False))
-    return Agent.objects.usable().annotate(busy=busy).filter(busy__lt=F("concurrency")).exists()
+def work_to_assign() -> bool:
+    """Whether a job waits for an agent and some usable agent runs fewer jobs than its concurrency.
+
+    A read, so it may be stale. It runs after every submission and every finished job, so it is
+    one statement written once, not an ORM query compiled each time (that took most of its cost).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(WORK_TO_ASSIGN_SQL, [State.QUEUED, *sorted(FINISHED)])
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _work_to_assign_sql() -> str:
+    quote = connection.ops.quote_name
+    job, agent = quote(Job._meta.db_table), quote(Agent._meta.db_table)
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM {job} WHERE state = %s AND agent_id IS NULL)"
+        f" AND EXISTS (SELECT 1 FROM {agent} a WHERE a.enabled AND a.online AND a.concurrency > ("
+        f"SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state NOT IN (%s, %s, %s)))"
+    )
+
+
+WORK_TO_ASSIGN_SQL = _work_to_assign_sql()
 
 
 def pick(job: Job, free: list[Agent], offered: dict[int, set[str]], load: Counter[int]) -> Agent | None:

@@ -29,7 +29,7 @@ from agents.models import Agent, Kind
 from imagetotext import db_threads, images
 from imagetotext.conf import Conf
 from imagetotext.db_threads import hold_no_connection
-from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over
+from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over, work_to_assign
 from imagetotext.jobs import change, complete, expire_unservable, fail, sweep
 from imagetotext.live import publish_text
 from imagetotext.models import InvalidTransition, Job, State
@@ -151,8 +151,7 @@ def end_run(settle: Settle, take_here: TakeHere | None) -> None:
     """
     with transaction.atomic():
         settle()
-        waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True).exists()
-        assigned = assign_waiting_jobs() if waiting else []
+        assigned = assign_waiting_jobs() if work_to_assign() else []
     hand_over(assigned, take_here)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.models import Agent, Capability, DiscoveredModel, Discovery, Kind
-from imagetotext.dispatch import dispatch, queue_position
+from imagetotext.dispatch import dispatch, queue_position, work_to_assign
 from imagetotext.models import Job, State
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,3 +106,22 @@ def test_queue_position_counts_earlier_waiting_jobs_for_the_same_model(api_user)
 
     assert queue_position(first) == 1
     assert queue_position(second) == 2
+
+
+def test_work_to_assign_needs_a_waiting_job_and_a_free_usable_slot(api_user) -> None:
+    assert not work_to_assign()  # nothing at all
+    gpu = agent("gpu", concurrency=2)
+    assert not work_to_assign()  # a free slot, but nothing waits
+    first, second, third = jobs(api_user, 3)
+    assert work_to_assign()
+    Job.objects.filter(pk__in=[first.pk, second.pk]).update(agent=gpu, state=State.STARTED)
+    assert not work_to_assign()  # every slot busy
+    Job.objects.filter(pk=first.pk).update(state=State.COMPLETED)
+    assert work_to_assign()  # a finished job frees its slot
+    Agent.objects.filter(pk=gpu.pk).update(online=False)
+    assert not work_to_assign()  # an offline agent's slots do not count
+    Agent.objects.filter(pk=gpu.pk).update(online=True, enabled=False)
+    assert not work_to_assign()  # nor a disabled one's
+    Agent.objects.filter(pk=gpu.pk).update(enabled=True)
+    Job.objects.filter(pk=third.pk).update(state=State.CANCELLED)
+    assert not work_to_assign()  # the only waiting job went away
