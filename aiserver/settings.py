@@ -140,6 +140,8 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    # The ORM broker, woken by a new task instead of finding it at the next poll.
+    Q_CLUSTER["broker_class"] = "aiserver.broker.DoorbellORM"
 
 # Live updates (Channels) ----------------------------------------------------
 

@@ -156,7 +156,8 @@ def test_two_web_and_two_worker_processes_share_the_jobs_and_every_update(tmp_pa
 
     assert len(states) == JOBS
     for job_id, seen in states.items():
-        assert seen[0] == "Queued" and "Started" in seen and seen[-1] == "Completed", (job_id, seen)
+        # A card shows the job as it is when the update is read: a worker may have started it already.
+        assert seen[0] in {"Queued", "Started"} and "Started" in seen and seen[-1] == "Completed", (job_id, seen)
     ran_by = {log.name: {int(job) for job, _ in OUTCOME.findall(log.read_text())} for log in worker_logs}
     assert set().union(*ran_by.values()) == set(states), ran_by
     assert all(ran_by.values()), f"every worker should have run jobs: {ran_by}"

@@ -16,10 +16,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def layer():
-    """The configured layer, emptied (updates are sent from a thread of their own, which the in-memory one does not allow)."""
-    layer = get_channel_layer()
-    async_to_sync(layer.flush)()
-    return layer
+    """The configured layer (updates are sent from a thread of their own, which the in-memory one does not
+    allow); a channel made by a test hears only what is sent after it joined a group."""
+    return get_channel_layer()
 
 
 def listen(layer, group: str) -> str:

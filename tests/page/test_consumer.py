@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
@@ -17,12 +16,6 @@ from imagetotext.models import Job, State
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("async_orm_connections_closed")]
 ORIGIN = (b"origin", b"http://127.0.0.1")
-
-
-@pytest.fixture(autouse=True)
-def empty_layer():
-    """The configured layer (updates are sent from a thread of their own, which the in-memory one does not allow)."""
-    async_to_sync(get_channel_layer().flush)()
 
 
 @pytest.fixture
