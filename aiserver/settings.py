@@ -101,7 +101,8 @@ else:
     sqlite_path = DATABASE_URL.removeprefix("sqlite:///") if DATABASE_URL else ""
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend; write transactions queue on a file lock (aiserver/sqlite).
+            "ENGINE": "aiserver.sqlite",
             "NAME": Path(sqlite_path) if sqlite_path else DATA_DIR / "db.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
             # A file, not memory, so that a worker or server started by a test
@@ -118,6 +119,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TASK_TIMEOUT = env_int("TASK_TIMEOUT", 1800, minimum=10)
 # Worker processes; the built-in OCR agent runs one job per worker at a time.
 WORKERS = env_int("WORKERS", 2, minimum=1)
+# daphne processes `manage.py serve` starts on one listening socket: a web process runs its
+# Python on one core at a time, and taking uploads costs CPU.
+WEB_PROCESSES = env_int("WEB_PROCESSES", 2, minimum=1)
 # Jobs one worker process keeps in flight on remote agents (each waits on its own thread).
 JOBS_PER_WORKER = env_int("JOBS_PER_WORKER", 64, minimum=1)
 Q_CLUSTER: dict[str, object] = {

@@ -12,7 +12,7 @@ import time
 PR_SET_PDEATHSIG = 1
 
 
-def run_together(*commands: list[str], grace: float = 15) -> int:
+def run_together(*commands: list[str], grace: float = 15, pass_fds: tuple[int, ...] = ()) -> int:
     """Run the processes until Ctrl-C or until one exits, then stop them all.
 
     Each child leads its own process group, so Ctrl-C in the terminal reaches only
@@ -20,7 +20,8 @@ def run_together(*commands: list[str], grace: float = 15) -> int:
     cluster can deadlock when SIGINT and SIGTERM arrive within a millisecond of each
     other (its handler re-enters a multiprocessing Event), which is what a group-wide
     Ctrl-C followed by our SIGTERM used to do. A child that outlives the grace period
-    is killed together with everything it started.
+    is killed together with everything it started. pass_fds (listening sockets) are
+    inherited by every child and closed here.
     """
     stop = {"asked": False}
 
@@ -29,7 +30,12 @@ def run_together(*commands: list[str], grace: float = 15) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, ask_to_stop)
-    processes = [subprocess.Popen(command, process_group=0, preexec_fn=stop_when_parent_dies) for command in commands]
+    processes = [
+        subprocess.Popen(command, process_group=0, preexec_fn=stop_when_parent_dies, pass_fds=pass_fds)
+        for command in commands
+    ]
+    for fd in pass_fds:  # handed over: a socket left open here would keep taking connections nobody accepts
+        os.close(fd)
     while not stop["asked"] and all(p.poll() is None for p in processes):
         time.sleep(0.2)
     for process in processes:

@@ -81,3 +81,14 @@ def processes_left_in_session(session: int, seconds: float = 20) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
+
+
+def test_serve_runs_two_web_processes_on_its_one_port(server) -> None:
+    url, process = server
+    webs = [line for line in processes_left_in_session(process.pid, seconds=0) if "daphne" in line]
+
+    answers = {httpx.get(url + "/accounts/login/").status_code for _ in range(20)}
+
+    assert len(webs) == 2, webs
+    assert all("--fd" in line for line in webs), webs
+    assert answers == {200}

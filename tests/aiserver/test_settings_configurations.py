@@ -28,7 +28,7 @@ def settings_in_child(tmp_path, **env: str) -> dict[str, object]:
 
 def test_no_variables_give_the_embedded_default(tmp_path) -> None:
     chosen = settings_in_child(tmp_path)
-    assert chosen["db"] == "django.db.backends.sqlite3"
+    assert chosen["db"] == "aiserver.sqlite"  # Django's SQLite backend, writers queueing on a file lock
     assert chosen["broker"] == "default"
     assert chosen["layer"] != "channels_redis.core.RedisChannelLayer"
     assert chosen["layer"] != "channels.layers.InMemoryChannelLayer"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
 from argparse import ArgumentParser
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from agents.health import check_agents
 from agents.models import Agent
@@ -20,7 +21,7 @@ from aiserver.supervisor import run_together
 
 
 class Command(BaseCommand):
-    help = "Migrate, create the admin account, check agents, then run daphne and the django-q2 worker."
+    help = "Migrate, create the admin account, check agents, then run daphne (WEB_PROCESSES) and the django-q2 worker."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -30,8 +31,12 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self.ensure_admin()
         self.check_agents()
+        sockets = listen(host, port, settings.WEB_PROCESSES)
+        webs = [web_command(listening.fileno()) for listening in sockets]
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C stops the server and the worker)")
-        sys.exit(run_together(web_command(host, port), worker_command()))
+        # Detached: run_together hands the descriptors to the children and closes them here.
+        fds = tuple(listening.detach() for listening in {id(s): s for s in sockets}.values())
+        sys.exit(run_together(*webs, worker_command(), pass_fds=fds))
 
     def ensure_admin(self) -> None:
         """On first run, create the 'admin' account and show its password once."""
@@ -52,8 +57,30 @@ class Command(BaseCommand):
             self.stdout.write(f"Agent {name}: {'online' if online else 'offline'}")
 
 
-def web_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "aiserver.asgi:application"]
+def listen(host: str, port: int, count: int) -> list[socket.socket]:
+    """Listening sockets on one port, one per web process, the kernel spreading new connections
+    over them (SO_REUSEPORT); where that option is missing, one socket they all accept from."""
+    reuse_port = hasattr(socket, "SO_REUSEPORT")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets = []
+    for _ in range(count if reuse_port else 1):
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            listening.bind((host.strip("[]"), port))
+        except OSError as error:
+            raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror}") from None
+        listening.listen(1024)
+        listening.set_inheritable(True)
+        sockets.append(listening)
+    return [sockets[n % len(sockets)] for n in range(count)]
+
+
+def web_command(fd: int) -> list[str]:
+    """daphne on an inherited listening socket."""
+    return [sys.executable, "-m", "daphne", "--fd", str(fd), "aiserver.asgi:application"]
 
 
 def worker_command() -> list[str]:
