@@ -18,7 +18,7 @@ from PIL import ExifTags, Image
 from imagetotext.conf import Conf
 from imagetotext.errors import ImageRejected
 
-__all__ = ["ImageRejected", "UploadedImage", "prepare", "read_upload", "read_uploaded_file", "thumbnail"]
+__all__ = ["ImageRejected", "Prepared", "UploadedImage", "prepare", "read_upload", "read_uploaded_file", "thumbnail"]
 
 # The only Pillow decoders we let near an upload; each format's content type.
 CONTENT_TYPES: dict[str, str] = {
@@ -63,6 +63,15 @@ MEGABYTE = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """An upload as prepare() made it for a backend's longest side."""
+
+    longest_side: int
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
 class UploadedImage:
     """The bytes exactly as uploaded, and what decoding them told us."""
 
@@ -70,10 +79,16 @@ class UploadedImage:
     content_type: str
     width: int
     height: int
+    prepared: Prepared | None = None
 
 
-def read_upload(data: bytes) -> UploadedImage:
-    """Check the upload is a whole image of an accepted format and size; else ImageRejected."""
+def read_upload(data: bytes, prepare_for: int | None = None) -> UploadedImage:
+    """Check the upload is a whole image of an accepted format and size; else ImageRejected.
+
+    prepare_for: also prepare it for a backend of that longest side (a synchronous request,
+    about to send it). An image that needs decoding is then decoded once, for the check and
+    for the backend together, instead of once for each.
+    """
     if not data:
         raise ImageRejected("No image was uploaded.")
     if len(data) > Conf.MAX_UPLOAD_BYTES:
@@ -84,17 +99,24 @@ def read_upload(data: bytes) -> UploadedImage:
         )
     im = _open(data)
     width, height = im.size
-    _prove_it_decodes(im)
     if _orientation(im) in QUARTER_TURNS:
         width, height = height, width
-    return UploadedImage(data, REPORTED_TYPES[im.format or ""], width, height)
+    content_type = REPORTED_TYPES[im.format or ""]
+    prepared = None
+    if prepare_for is not None and (kept := _as_sent(im, data, prepare_for)) is None:
+        prepared = Prepared(prepare_for, *_converted(im, prepare_for))  # decodes it: the check
+    else:
+        _prove_it_decodes(im)
+        if prepare_for is not None and kept is not None:
+            prepared = Prepared(prepare_for, kept, content_type)
+    return UploadedImage(data, content_type, width, height, prepared)
 
 
-def read_uploaded_file(upload: UploadedFile) -> UploadedImage:
+def read_uploaded_file(upload: UploadedFile, prepare_for: int | None = None) -> UploadedImage:
     """A file part of a request checked like read_upload, refused by its declared size before it is read."""
     if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:
         raise ImageRejected(f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge")
-    return read_upload(upload.read())
+    return read_upload(upload.read(), prepare_for)
 
 
 def prepare(data: bytes, longest_side: int) -> tuple[bytes, str]:
@@ -109,6 +131,11 @@ def prepare(data: bytes, longest_side: int) -> tuple[bytes, str]:
     im = _open(data)
     if (kept := _as_sent(im, data, longest_side)) is not None:
         return kept, REPORTED_TYPES[im.format or ""]
+    return _converted(im, longest_side)
+
+
+def _converted(im: Image.Image, longest_side: int) -> tuple[bytes, str]:
+    """Decoded, upright, flattened, downscaled and re-encoded: PNG if lossless, else JPEG."""
     lossless = im.format in LOSSLESS_FORMATS
     flat = _render(im, longest_side)
     if lossless:

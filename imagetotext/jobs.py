@@ -135,6 +135,7 @@ def create_with_upload(spec: JobSpec, upload: UploadedImage, hand_to_workers: bo
         with transaction.atomic():
             stored, created = store_image(upload.data, upload.content_type, upload.width, upload.height)
             job = create(spec, stored, hand_to_workers)
+        job.prepared = upload.prepared
         return job
     except Exception:
         if created and stored is not None:

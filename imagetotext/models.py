@@ -86,8 +86,10 @@ class JobQuerySet(models.QuerySet["Job"]):
 
 
 class Job(models.Model):
-    # Not stored: set by jobs.create when a synchronous request's job got an agent to run it on.
+    # Not stored: set by jobs.create when a synchronous request's job got an agent to run it on,
+    # and the upload as it was prepared for a backend when the request was read (images.Prepared).
     runs_here = False
+    prepared: Any = None
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")

@@ -177,9 +177,13 @@ def text_request(job: Job, agent: Agent) -> TextRequest:
     """The job's image prepared for this backend: upright, resized, re-encoded."""
     ocr = agent.kind == Kind.LOCAL or job.florence_task in OCR_TASKS
     longest = Conf.OCR_LONGEST_SIDE if ocr else Conf.RESIZE_LONGEST_SIDE
-    assert job.image is not None, "a job is queued with its image"
-    with job.image.file.open("rb") as handle:
-        data, _ = images.prepare(handle.read(), longest)
+    prepared = job.prepared
+    if prepared is not None and prepared.longest_side == longest:
+        data = prepared.data  # a synchronous request's upload, prepared as it was checked
+    else:
+        assert job.image is not None, "a job is queued with its image"
+        with job.image.file.open("rb") as handle:
+            data, _ = images.prepare(handle.read(), longest)
     return TextRequest(image=data, model=job.model, prompt=job.prompt, task=job.florence_task, options=job.options)
 
 

@@ -98,7 +98,8 @@ async def get_text_generation_status(request: ApiRequest) -> JsonResponse:
 def accept_job(request: ApiRequest, queued: bool) -> Job:
     """Read the request, keep the image and submit the job, all or nothing."""
     fields = fields_of(request)
-    image = read_uploaded_file(uploaded_image(request))
+    # A synchronous request sends the image on at once: decode it once, for the check and the backend.
+    image = read_uploaded_file(uploaded_image(request), None if queued else Conf.RESIZE_LONGEST_SIDE)
     job_request = JobRequest(
         owner=request.owner,
         api_key=request.api_key,

@@ -129,7 +129,7 @@ def accept_generation(
     """Turn an Ollama generate request (one image) into a job."""
     generate = lower_keys(generate)
     fields = fields if fields is not None else generate
-    image = read_upload(decode_image(generate.get("images")))
+    image = read_upload(decode_image(generate.get("images")), None if queued else Conf.RESIZE_LONGEST_SIDE)
     job_request = JobRequest(
         owner=request.owner,
         api_key=request.api_key,

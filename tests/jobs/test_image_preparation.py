@@ -299,6 +299,39 @@ def test_a_truncated_large_jpeg_is_still_refused_at_upload(progressive: bool) ->
     assert "could not be read as an image" in caught.value.message
 
 
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_truncated_large_jpeg_is_refused_when_prepared_at_upload_too(progressive: bool) -> None:
+    source = encode(noisy((2000, 1500)), "JPEG", progressive=progressive)
+    with pytest.raises(ImageRejected) as caught:
+        read_upload(source[: len(source) * 9 // 10], prepare_for=1024)
+    assert "could not be read as an image" in caught.value.message
+
+
+def test_preparing_at_upload_decodes_a_large_photo_once_and_gives_what_prepare_gives(
+    jpeg_decode_sizes: list[tuple[int, int]],
+) -> None:
+    source = encode(noisy((4000, 3000)), "JPEG")
+    upload = read_upload(source, prepare_for=1024)
+    assert jpeg_decode_sizes == [(2000, 1500)]  # one draft decode, no 1/8 check before it
+    assert upload.prepared is not None and upload.prepared.longest_side == 1024
+    assert (upload.prepared.data, upload.prepared.content_type) == prepare(source, 1024)
+    assert (upload.width, upload.height) == (4000, 3000)
+
+
+def test_preparing_at_upload_keeps_a_fitting_photo_as_sent_and_still_checks_it(
+    jpeg_decode_sizes: list[tuple[int, int]],
+) -> None:
+    source = encode(marked((800, 600)), "JPEG", comment=b"SnoopPhone was here")
+    upload = read_upload(source, prepare_for=1024)
+    assert upload.prepared is not None
+    assert upload.prepared.data == prepare(source, 1024)[0] and b"SnoopPhone" not in upload.prepared.data
+    assert jpeg_decode_sizes[0] == (100, 75)  # the 1/8 check: nothing else decodes a passed-through image
+
+
+def test_without_prepare_for_nothing_is_prepared() -> None:
+    assert read_upload(encode(noisy((2000, 1500)), "JPEG")).prepared is None
+
+
 def test_a_truncated_png_is_still_refused_at_upload() -> None:
     source = encode(noisy((600, 400)), "PNG")
     with pytest.raises(ImageRejected):
