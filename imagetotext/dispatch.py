@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from django.db import connection, transaction
+from django.db.models import Count, F, Q
 from django_q.tasks import async_task
 
 from agents.models import Agent, AgentModel, Kind
@@ -60,13 +61,19 @@ def hand_over(assigned: list[Assignment], take_here: TakeHere | None = None) -> 
 
 def assign_waiting_jobs() -> list[Assignment]:
     """Give waiting jobs, oldest first, to free agents; returns which job went to which agent."""
-    # Locking the agent rows makes concurrent dispatchers take turns (PostgreSQL);
-    # SQLite's IMMEDIATE transactions already do.
-    agents = list(Agent.objects.usable().select_for_update().order_by("pk").prefetch_related("models"))
-    load = Counter(Job.objects.filter(agent__in=agents).exclude(state__in=FINISHED).values_list("agent", flat=True))
-    free = [agent for agent in agents if load[agent.pk] < agent.concurrency]
+    take_turns()
+    # Only the agents with a free slot, and only their models: with many agents, most are busy.
+    busy = Count("jobs", filter=~Q(jobs__state__in=FINISHED) & Q(jobs__isnull=False))
+    free = list(
+        Agent.objects.usable()
+        .annotate(busy=busy)
+        .filter(busy__lt=F("concurrency"))
+        .order_by("pk")
+        .prefetch_related("models")
+    )
     if not free:
         return []  # every slot is busy: the usual case under load, so read no jobs
+    load = Counter({agent.pk: agent.busy for agent in free})  # type: ignore[attr-defined]  # annotated
     offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in free}
     wanted = set().union(*offered.values())
     waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model__in=wanted)
@@ -84,6 +91,21 @@ def assign_waiting_jobs() -> list[Assignment]:
             if not free:
                 break
     return assigned
+
+
+def take_turns() -> None:
+    """Make concurrent dispatchers (any process) assign one after the other, until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock, one statement whatever the number of agents.
+    SQLite: the IMMEDIATE transaction (and aiserver.sqlite's write lock) already does it.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK])
+
+
+# The advisory lock's key: any constant; this one spells "jobs" in ASCII.
+DISPATCH_LOCK = 0x6A6F6273
 
 
 def work_to_assign() -> bool:

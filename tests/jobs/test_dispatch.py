@@ -125,3 +125,32 @@ def test_work_to_assign_needs_a_waiting_job_and_a_free_usable_slot(api_user) -> 
     Agent.objects.filter(pk=gpu.pk).update(enabled=True)
     Job.objects.filter(pk=third.pk).update(state=State.CANCELLED)
     assert not work_to_assign()  # the only waiting job went away
+
+
+def test_dispatchers_running_at_once_never_exceed_a_concurrency(api_user, handed_to_workers) -> None:
+    import threading
+
+    from django.db import connections
+
+    agent("one", concurrency=2)
+    agent("two", concurrency=1)
+    jobs(api_user, 20)
+    start = threading.Barrier(6)
+
+    def dispatcher() -> None:
+        try:
+            start.wait(5)
+            for _ in range(3):
+                dispatch()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert Job.objects.filter(agent__name="one").count() == 2
+    assert Job.objects.filter(agent__name="two").count() == 1
+    assert sorted(handed_to_workers) == sorted(Job.objects.filter(agent__isnull=False).values_list("pk", flat=True))
