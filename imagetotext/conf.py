@@ -31,6 +31,9 @@ class Conf:
     # A queued job whose model no online agent offers fails after this long.
     QUEUE_WAIT_SECONDS: int = settings.QUEUE_WAIT_SECONDS
     DEFAULT_PROMPT: str = "Describe this image."
+    # How long a process keeps its answer to "which model is this, and does an online agent
+    # offer it" (its own agent changes are seen at once; other processes' within this time).
+    MODEL_LOOKUP_SECONDS: float = 1.0
     DEFAULT_FLORENCE_MODEL: str = "microsoft/Florence-2-base"
 
     # API requests per minute for each key or signed-in user; 0 switches the limit off.

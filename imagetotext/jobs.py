@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,10 +17,12 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from agents.clients import florence
-from agents.models import AgentModel, Capability
+from agents.models import Agent, AgentModel, Capability
 from imagetotext.callbacks import queue_callback
 from imagetotext.conf import Conf
 from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
@@ -75,6 +79,44 @@ def resolve_model(requested: str) -> AgentModel:
     raise Refusal(f"Model {requested} not found", 404, "NotFound", "Model")
 
 
+def usable_model(requested: str) -> AgentModel:
+    """resolve_model, refused with 405 when no enabled, online agent offers the model.
+
+    Every submission asks this, and the answer changes only when agents do: it is kept per
+    process for Conf.MODEL_LOOKUP_SECONDS, and forgotten at once when this process saves or
+    deletes an agent or a model (other processes' changes are seen within that time).
+    """
+    now = time.monotonic()
+    with _lookups_lock:
+        known = _lookups.get(requested)
+    if known is not None and now - known[0] < Conf.MODEL_LOOKUP_SECONDS:
+        answer = known[1]
+    else:
+        try:
+            model = resolve_model(requested)
+            if not AgentModel.objects.usable().filter(name=model.name).exists():
+                raise Refusal(f"No active agent supports the model {model.name}", 405, "NotSupportedException", "Model")
+            answer = model
+        except Refusal as refusal:
+            answer = refusal
+        with _lookups_lock:
+            _lookups[requested] = (now, answer)
+    if isinstance(answer, Refusal):  # a fresh one: other threads may be raising the kept one
+        raise Refusal(answer.message, answer.status, answer.code, answer.field)
+    return answer
+
+
+_lookups: dict[str, tuple[float, AgentModel | Refusal]] = {}
+_lookups_lock = threading.Lock()
+
+
+@receiver([post_save, post_delete], sender=Agent)
+@receiver([post_save, post_delete], sender=AgentModel)
+def forget_model_lookups(**kwargs: Any) -> None:
+    with _lookups_lock:
+        _lookups.clear()
+
+
 def default_florence_model(known: QuerySet[AgentModel]) -> AgentModel:
     florence = known.filter(capability=Capability.FLORENCE2)
     usable = florence.filter(agent__enabled=True, agent__online=True)
@@ -91,9 +133,7 @@ def default_florence_model(known: QuerySet[AgentModel]) -> AgentModel:
 
 def validate(request: JobRequest) -> JobSpec:
     """Everything that can refuse a request, before anything is written."""
-    model = resolve_model(request.model)
-    if not AgentModel.objects.usable().filter(name=model.name).exists():
-        raise Refusal(f"No active agent supports the model {model.name}", 405, "NotSupportedException", "Model")
+    model = usable_model(request.model)
     if request.ref_id and Job.objects.filter(owner=request.owner, ref_id=request.ref_id).exists():
         raise ref_id_in_use(request.ref_id)
     return JobSpec(job_fields(request, model), request.ref_id)

@@ -48,6 +48,18 @@ def private_channel_layer(tmp_path_factory: pytest.TempPathFactory) -> None:
         layer["CONFIG"]["path"] = str(tmp_path_factory.mktemp("channels") / "channels.sqlite3")
 
 
+@pytest.fixture(autouse=True)
+def fresh_model_lookups() -> None:
+    """Each test starts without the model lookups an earlier test's agents left (a flush sends no signals)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        return
+    from imagetotext.jobs import forget_model_lookups
+
+    forget_model_lookups()
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")

@@ -154,3 +154,26 @@ def test_dispatchers_running_at_once_never_exceed_a_concurrency(api_user, handed
     assert Job.objects.filter(agent__name="one").count() == 2
     assert Job.objects.filter(agent__name="two").count() == 1
     assert sorted(handed_to_workers) == sorted(Job.objects.filter(agent__isnull=False).values_list("pk", flat=True))
+
+
+def test_a_model_lookup_is_kept_for_a_moment_and_forgotten_when_an_agent_changes(api_user, monkeypatch) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from imagetotext.conf import Conf
+    from imagetotext.errors import Refusal
+    from imagetotext.jobs import usable_model
+
+    monkeypatch.setattr(Conf, "MODEL_LOOKUP_SECONDS", 60.0)
+    gpu = agent("gpu")
+    assert usable_model("llava:7b").name == "llava:7b"
+    with CaptureQueriesContext(connection) as queries:
+        assert usable_model("llava:7b").name == "llava:7b"
+    assert len(queries) == 0  # kept
+    gpu.mark_offline("gone")  # a save: this process forgets at once
+    with pytest.raises(Refusal) as refused:
+        usable_model("llava:7b")
+    assert refused.value.status == 405
+    monkeypatch.setattr(Conf, "MODEL_LOOKUP_SECONDS", 0.0)  # another process's change: seen once the time is up
+    Agent.objects.filter(pk=gpu.pk).update(online=True)
+    assert usable_model("llava:7b").name == "llava:7b"
