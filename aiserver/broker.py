@@ -10,7 +10,6 @@ Redis, the scale-out broker, blocks on its list and needs none of this.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import socket
@@ -22,8 +21,7 @@ from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
-# Unix socket paths are limited to 107 bytes; a longer DATA_DIR keeps the plain poll.
-MAX_SOCKET_PATH = 107
+from aiserver import doorbell
 
 
 def doorbells() -> Path:
@@ -31,7 +29,7 @@ def doorbells() -> Path:
 
 
 class DoorbellORM(ORM):
-    _bell: tuple[int, socket.socket] | None = None
+    _bell: tuple[int, socket.socket | None] | None = None
 
     def enqueue(self, task: Any) -> Any:
         task_id = super().enqueue(task)
@@ -62,39 +60,15 @@ class DoorbellORM(ORM):
             return
         readable, _, _ = select.select([bell], [], [], seconds)
         if readable:
-            with contextlib.suppress(BlockingIOError):
-                while bell.recv(64):
-                    pass
+            doorbell.silence(bell)
 
     def bell(self) -> socket.socket | None:
         """This process's doorbell, bound on first use (anew in a forked child)."""
-        if DoorbellORM._bell is not None and DoorbellORM._bell[0] == os.getpid():
-            return DoorbellORM._bell[1]
-        path = doorbells() / f"q-{os.getpid()}.sock"
-        if len(str(path)) > MAX_SOCKET_PATH:
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        bell = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        bell.bind(str(path))
-        bell.setblocking(False)
-        DoorbellORM._bell = (os.getpid(), bell)
-        return bell
+        if DoorbellORM._bell is None or DoorbellORM._bell[0] != os.getpid():
+            DoorbellORM._bell = (os.getpid(), doorbell.bind(doorbells(), doorbell.pid_name("q")))
+        return DoorbellORM._bell[1]
 
 
 def ring() -> None:
-    """Wake every process waiting for tasks; a bell nobody answers any more is taken down."""
-    folder = doorbells()
-    if not folder.is_dir():
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        sender.setblocking(False)
-        for path in folder.glob("q-*.sock"):
-            try:
-                sender.sendto(b"!", str(path))
-            except (ConnectionRefusedError, FileNotFoundError):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # its process is gone
-            except (BlockingIOError, OSError):
-                pass  # a full queue of bells rings anyway
+    """Wake every process waiting for tasks."""
+    doorbell.ring(doorbells())

@@ -1,7 +1,8 @@
 """A Channels layer kept in a small SQLite file, for the embedded configuration.
 
 Workers and the web process share no server, so they meet in a file: senders
-insert rows and each receiving process polls for the rows addressed to it. One
+insert rows and each receiving process reads the rows addressed to it, woken at
+once by the sender's doorbell (aiserver/doorbell.py), else at its next poll. One
 poll per process serves all of its WebSocket consumers, because their channel
 names share the process's prefix (``specific.<prefix>!<id>``), as in
 channels_redis. The file is not the application database, so a live update
@@ -11,9 +12,11 @@ never waits behind a job's write transaction, and it needs no migrations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -27,6 +30,8 @@ from typing import Any, TypeVar
 
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
+
+from aiserver import doorbell
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +240,9 @@ class SQLiteChannelLayer(BaseChannelLayer):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inboxes: dict[str, Inbox] = {}
         self._poller: asyncio.Task[None] | None = None
+        # Senders ring the bells in this folder after writing (aiserver/doorbell.py).
+        self._bells = Path(f"{self.path}.bells")
+        self._bell: tuple[asyncio.AbstractEventLoop, socket.socket, asyncio.Event] | None = None
         self._waiting = 0
         self._own_process()
 
@@ -247,6 +255,7 @@ class SQLiteChannelLayer(BaseChannelLayer):
         if self._pid != -1:
             _inherited.extend([self._store, self._executor])
         self._pid = os.getpid()
+        self._bell = None  # a forked child's own bell is bound when it first waits
         self._prefix = f"specific.{uuid.uuid4().hex}!"
         self._store = MessageStore(self.path, self.timeout)
         # One thread per process: SQLite writes are serial anyway, and a wait
@@ -289,6 +298,7 @@ class SQLiteChannelLayer(BaseChannelLayer):
         sent = await self._db(lambda store: store.insert(channel, body, now, expires, capacity))
         if not sent:
             raise ChannelFull(channel)
+        doorbell.ring(self._bells)
 
     async def receive(self, channel: str) -> Message:
         self.require_valid_channel_name(channel)
@@ -343,7 +353,45 @@ class SQLiteChannelLayer(BaseChannelLayer):
                 logger.exception("channel layer poll failed")
             self._drop_idle_inboxes()
             if not rows:
-                await asyncio.sleep(self.poll_interval)
+                await self._nap()
+
+    async def _nap(self) -> None:
+        """Until a sender rings this process's bell, or poll_interval at most (a bell can be lost)."""
+        rung = self._bell_for_loop()
+        if rung is None:
+            await asyncio.sleep(self.poll_interval)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rung.wait(), self.poll_interval)
+        rung.clear()
+
+    def _bell_for_loop(self) -> asyncio.Event | None:
+        """This process's doorbell, read by the running loop; None where no socket can be bound."""
+        loop = asyncio.get_running_loop()
+        if self._bell is not None and self._bell[0] is loop:
+            return self._bell[2]
+        self._silence_bell()
+        bell = doorbell.bind(self._bells, self._prefix.removeprefix("specific.").rstrip("!")[:16])
+        if bell is None:
+            return None
+        rung = asyncio.Event()
+
+        def on_ring() -> None:
+            doorbell.silence(bell)
+            rung.set()
+
+        loop.add_reader(bell.fileno(), on_ring)
+        self._bell = (loop, bell, rung)
+        return rung
+
+    def _silence_bell(self) -> None:
+        if self._bell is None:
+            return
+        loop, bell, _ = self._bell
+        with contextlib.suppress(Exception):  # its loop may be closed already
+            loop.remove_reader(bell.fileno())
+        bell.close()
+        self._bell = None
 
     def _deliver(self, rows: list[Row]) -> None:
         for row_id, channel, body, expires in rows:
@@ -380,7 +428,8 @@ class SQLiteChannelLayer(BaseChannelLayer):
         body = json.dumps(message)
         expires = now + self.expiry
         capacity = self.get_capacity
-        await self._db(lambda store: store.insert_for_group(group, body, now, expires, capacity))
+        if await self._db(lambda store: store.insert_for_group(group, body, now, expires, capacity)):
+            doorbell.ring(self._bells)
 
     async def flush(self) -> None:
         await self._db(lambda store: store.flush())
@@ -392,3 +441,4 @@ class SQLiteChannelLayer(BaseChannelLayer):
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
+        self._silence_bell()

@@ -191,3 +191,23 @@ async def test_invalid_names_are_refused(layer: SQLiteChannelLayer) -> None:
         await layer.send("no spaces allowed", {"type": "x"})
     with pytest.raises(TypeError):
         await layer.group_add("bad group!", await layer.new_channel())
+
+
+@pytest.mark.parametrize("how", ["send", "group_send"])
+async def test_a_waiting_process_is_woken_by_the_sender_not_by_its_next_poll(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "channels.sqlite3"
+    receiver = SQLiteChannelLayer(path=path, poll_interval=3.0)  # a poll would take this long
+    sender = SQLiteChannelLayer(path=path, poll_interval=3.0)
+    channel = await receiver.new_channel()
+    await receiver.group_add("watchers", channel)
+    waiting = asyncio.ensure_future(receiver.receive(channel))
+    await asyncio.sleep(0.3)  # the receiver's poll found nothing and waits now
+    sent = time.monotonic()
+    if how == "send":
+        await sender.send(channel, {"type": "hello"})
+    else:
+        await sender.group_send("watchers", {"type": "hello"})
+    message = await asyncio.wait_for(waiting, RECEIVE_TIMEOUT)
+    assert message == {"type": "hello"}
+    assert time.monotonic() - sent < 0.5
+    await receiver.close()
