@@ -127,3 +127,39 @@ def test_when_one_process_exits_the_others_are_stopped_and_serve_fails(supervise
 
     assert supervisor.wait(timeout=20) == 1
     assert seen.read_text() == "SIGTERM"
+
+
+def test_serve_refuses_a_port_another_server_listens_on() -> None:
+    import socket
+
+    from django.core.management.base import CommandError
+
+    from aiserver.management.commands.serve import listen
+
+    with socket.socket() as other:  # another `make run`: its sockets allow sharing the port
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(CommandError, match="Cannot listen"):
+            listen("127.0.0.1", port, 2)
+
+
+def test_serve_gives_each_web_process_its_socket_on_one_port() -> None:
+    from aiserver.management.commands.serve import listen
+
+    sockets = listen("127.0.0.1", _free_port(), 2)
+    try:
+        assert len(sockets) == 2
+        assert len({s.getsockname()[1] for s in sockets}) == 1
+    finally:
+        for s in {id(s): s for s in sockets}.values():
+            s.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

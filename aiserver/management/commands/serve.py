@@ -62,6 +62,14 @@ def listen(host: str, port: int, count: int) -> list[socket.socket]:
     over them (SO_REUSEPORT); where that option is missing, one socket they all accept from."""
     reuse_port = hasattr(socket, "SO_REUSEPORT")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if reuse_port:
+        # SO_REUSEPORT would let a second server share a port that is in use; refuse it first.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host.strip("[]"), port))
+            except OSError as error:
+                raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror}") from None
     sockets = []
     for _ in range(count if reuse_port else 1):
         listening = socket.socket(family, socket.SOCK_STREAM)
