@@ -53,8 +53,8 @@ class Assignment(NamedTuple):
 
 def hand_over(assigned: list[Assignment], take_here: TakeHere | None = None) -> None:
     """Start newly assigned jobs: here if take_here takes them, else on the workers through django-q2."""
-    for job_id, agent in assigned:
-        local = agent.kind == Kind.LOCAL
+    for assignment in assigned:
+        job_id, local = assignment.job_id, assignment.local
         if local or take_here is None or not take_here(job_id):
             async_task("imagetotext.tasks.run_job", job_id, inline=local, task_name=f"job-{job_id}")
 

@@ -318,20 +318,19 @@ def descendants(pid: int, table: dict[int, ProcessInfo]) -> list[int]:
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return proc_mb(pid, "status", "VmRSS:")
 
 
 def pss_mb(pid: int) -> float:
     """Proportional set size (Linux's smaps_rollup): resident pages, shared ones divided among their sharers."""
+    return proc_mb(pid, "smaps_rollup", "Pss:")
+
+
+def proc_mb(pid: int, name: str, field: str) -> float:
+    """A kB field of /proc/<pid>/<name>, in MB; 0 if the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

@@ -32,7 +32,7 @@ from imagetotext.live import wait_until_finished
 from imagetotext.models import Job, State
 from imagetotext.replyto import InvalidReplyTo
 from imagetotext.replyto import parse as parse_reply_to
-from imagetotext.tasks import Relay, run_for_request
+from imagetotext.tasks import run_for_request
 
 
 @csrf_exempt
@@ -112,8 +112,7 @@ def accept_job(request: ApiRequest, queued: bool) -> Job:
     if queued:
         job_request.reply_to = reply_to(request, fields)
         job_request.reply_state = text_field(fields, "State", 2000)
-    spec = validate(job_request)
-    return create_with_upload(spec, image, hand_to_workers=queued)
+    return create_with_upload(validate(job_request), image, hand_to_workers=queued)
 
 
 def reply_to(request: HttpRequest, fields: dict[str, Any]) -> str:
@@ -145,7 +144,7 @@ def find_job(request: ApiRequest) -> Job:
     return job
 
 
-async def run_or_wait(job: Job, relay: Relay | None = None) -> Job:
+async def run_or_wait(job: Job) -> Job:
     """A synchronous request's job once it ended: run here if it got an agent as it was created,
     else followed while a worker runs it.
 
@@ -154,7 +153,7 @@ async def run_or_wait(job: Job, relay: Relay | None = None) -> Job:
     """
     started = time.monotonic()
     if job.runs_here:
-        running = asyncio.ensure_future(run_for_request(job, relay))
+        running = asyncio.ensure_future(run_for_request(job))
         try:
             ran = await asyncio.wait_for(asyncio.shield(running), Conf.SYNC_WAIT_SECONDS)
         except TimeoutError:
