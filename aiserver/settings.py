@@ -204,8 +204,23 @@ LOCAL_AGENT = env_bool("LOCAL_AGENT", True)
 # Image to Text (imagetotext/conf.py reads these).
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000, minimum=10_000)
+# Request bodies: aiserver/asgi.py refuses one larger than its route can need from its
+# Content-Length, before reading it (and stops reading a chunked one there). A route needs one
+# image as a file part, or in base64 in JSON (4/3 of it), plus room for the other fields.
+REQUEST_FIELDS_MAX_BYTES = 1024 * 1024
+UPLOAD_BODY_MAX_BYTES = IMAGE_MAX_BYTES + REQUEST_FIELDS_MAX_BYTES
+JSON_BODY_MAX_BYTES = (IMAGE_MAX_BYTES + 2) // 3 * 4 + REQUEST_FIELDS_MAX_BYTES
+DATA_UPLOAD_MAX_NUMBER_FILES = 100  # Django's default: the most images one page submit takes
+PAGE_BODY_MAX_BYTES = DATA_UPLOAD_MAX_NUMBER_FILES * UPLOAD_BODY_MAX_BYTES
+# What Django reads into memory (a JSON body, form fields): a JSON body with a base64 image fits.
+DATA_UPLOAD_MAX_MEMORY_SIZE = JSON_BODY_MAX_BYTES
 SYNC_WAIT_SECONDS = env_int("SYNC_WAIT_SECONDS", 300, minimum=1)
 QUEUE_WAIT_SECONDS = env_int("QUEUE_WAIT_SECONDS", 900, minimum=60)
+# A running job's process renews its lease every third of this; a job whose lease ran out
+# (its process died) is taken up again.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=1)
+# The most text a job keeps of a backend's answer; the rest is cut, and the result says so.
+OUTPUT_MAX_CHARS = env_int("OUTPUT_MAX_CHARS", 1_000_000, minimum=1000)
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=0)
 CALLBACK_ALLOW_PRIVATE = env_bool("CALLBACK_ALLOW_PRIVATE", False)
 CALLBACK_SECRET = env_str("CALLBACK_SECRET") or SECRET_KEY

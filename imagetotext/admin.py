@@ -37,7 +37,7 @@ PREVIEW_MAX_BYTES = 2 * 1024 * 1024
 
 class CallbackAttemptInline(admin.TabularInline):
     model = CallbackAttempt
-    fields = ("number", "attempted_at", "status_code", "delivered", "error")
+    fields = ("number", "attempted_at", "outcome", "status_code", "error", "idempotency_key")
     readonly_fields = fields  # a tuple, so that mypy also takes it as readonly_fields (strings only)
     extra = 0
     can_delete = False

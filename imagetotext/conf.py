@@ -23,6 +23,12 @@ class Conf:
 
     # Jobs
     MAX_ATTEMPTS: int = 3
+    # How long a job's agent slot stays held after its process last renewed it (it renews every
+    # third of this, so a dead process's jobs are taken up again within about this long).
+    LEASE_SECONDS: float = settings.JOB_LEASE_SECONDS
+    # An assigned job whose worker never started it is assigned again after this long.
+    ASSIGNED_LEASE_SECONDS: float = max(settings.JOB_LEASE_SECONDS * 2, 10)
+    MAX_OUTPUT_CHARS: int = settings.OUTPUT_MAX_CHARS
     JOBS_PER_WORKER: int = settings.JOBS_PER_WORKER
     # Threads per process that do the database work of requests and jobs, each keeping its
     # connection (so also the most connections a process holds, but for rare paths).

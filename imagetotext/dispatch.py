@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
+from django.utils import timezone
 from django_q.tasks import async_task
 
 from agents.models import Agent, AgentModel, Kind
+from imagetotext.conf import Conf
 from imagetotext.models import FINISHED, Job, State
 
 BATCH = 200
@@ -59,11 +62,16 @@ def hand_over(assigned: list[Assignment], take_here: TakeHere | None = None) -> 
             async_task("imagetotext.tasks.run_job", job_id, inline=local, task_name=f"job-{job_id}")
 
 
+# A job holds its agent's slot from its assignment until it ended and the process running it let
+# go (a cancelled job's backend request may still be running; see imagetotext.leases).
+HOLDS_SLOT = Q(jobs__isnull=False) & (~Q(jobs__state__in=FINISHED) | Q(jobs__lease_until__isnull=False))
+
+
 def assign_waiting_jobs() -> list[Assignment]:
     """Give waiting jobs, oldest first, to free agents; returns which job went to which agent."""
     take_turns()
     # Only the agents with a free slot, and only their models: with many agents, most are busy.
-    busy = Count("jobs", filter=~Q(jobs__state__in=FINISHED) & Q(jobs__isnull=False))
+    busy = Count("jobs", filter=HOLDS_SLOT)
     free = list(
         Agent.objects.usable()
         .annotate(busy=busy)
@@ -77,12 +85,14 @@ def assign_waiting_jobs() -> list[Assignment]:
     offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in free}
     wanted = set().union(*offered.values())
     waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model__in=wanted)
+    # A worker that never starts its job (it died) lets another take it when this runs out.
+    lease_end = timezone.now() + timedelta(seconds=Conf.ASSIGNED_LEASE_SECONDS)
     assigned: list[Assignment] = []
     for job in waiting.order_by("created_at", "pk").only("pk", "model", "tried_agents")[:BATCH]:
         if not (agent := pick(job, free, offered, load)):
             continue
         claimed = Job.objects.filter(pk=job.pk, state=State.QUEUED, agent__isnull=True).update(
-            agent=agent, status=f"Waiting for a worker on {agent.name}"
+            agent=agent, status=f"Waiting for a worker on {agent.name}", lease_until=lease_end
         )
         if claimed:
             load[agent.pk] += 1
@@ -126,7 +136,8 @@ def _work_to_assign_sql() -> str:
     return (
         f"SELECT EXISTS (SELECT 1 FROM {job} WHERE state = %s AND agent_id IS NULL)"
         f" AND EXISTS (SELECT 1 FROM {agent} a WHERE a.enabled AND a.online AND a.concurrency > ("
-        f"SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state NOT IN (%s, %s, %s)))"
+        f"SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id"
+        f" AND (j.state NOT IN (%s, %s, %s) OR j.lease_until IS NOT NULL)))"
     )
 
 

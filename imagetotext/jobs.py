@@ -16,13 +16,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
 from agents.clients import florence
 from agents.models import Agent, AgentModel, Capability
+from imagetotext import leases
 from imagetotext.callbacks import queue_callback
 from imagetotext.conf import Conf
 from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
@@ -156,7 +157,9 @@ def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> J
             mine = next((a for a in assigned if a.job_id == job.pk and not a.local), None)
             if mine is not None:
                 job.agent = mine.agent
-                job.move_to(State.STARTED, attempts=1, status=f"Running on {mine.agent.name}")
+                job.move_to(
+                    State.STARTED, attempts=1, status=f"Running on {mine.agent.name}", lease_until=leases.lease_end()
+                )
                 job.runs_here = True
     except IntegrityError:
         raise ref_id_in_use(spec.ref_id) from None
@@ -241,12 +244,24 @@ def fail(job: Job, message: str, code: str = "Exception", **fields: Any) -> None
 
 
 def cancel(job: Job) -> bool:
-    """Cancel a job that has not finished; False if it already had."""
+    """Cancel a job that has not finished; False if it already had.
+
+    A queued job frees its slot at once; a started one keeps it until its run has ended the
+    backend request and let go of the lease (imagetotext.leases).
+    """
     for _ in range(3):
         if job.finished:
             return False
+        unstarted = {"lease_until": None} if job.state == State.QUEUED else {}
         try:
-            change(job, State.CANCELLED, error_code="Cancelled", error="The job was cancelled.", status="Cancelled")
+            change(
+                job,
+                State.CANCELLED,
+                error_code="Cancelled",
+                error="The job was cancelled.",
+                status="Cancelled",
+                **unstarted,
+            )
         except InvalidTransition:
             continue  # the worker moved it meanwhile; look again
         transaction.on_commit(dispatch)
@@ -271,19 +286,56 @@ def retry(job: Job) -> None:
         completion_tokens=None,
         started_at=None,
         finished_at=None,
+        lease_until=None,
         status=State.QUEUED,
     )
     transaction.on_commit(dispatch)
 
 
-def sweep() -> int:
-    """Free the slots of jobs whose worker died; returns how many jobs were touched."""
-    limit = timezone.now() - timedelta(seconds=settings.TASK_TIMEOUT + 60)
-    lost = list(Job.objects.filter(state=State.STARTED, started_at__lt=limit))
-    for job in lost:
-        fail(job, "The worker running this job stopped before it finished.", "WorkerLost")
-    stale = Job.objects.filter(state=State.QUEUED, agent__isnull=False, queued_at__lt=limit)
-    return len(lost) + stale.update(agent=None, status=State.QUEUED)
+def take_up_expired() -> int:
+    """Jobs whose process stopped renewing their lease (it died): take them up again; returns how many.
+
+    A started job is queued for another attempt, or failed after Conf.MAX_ATTEMPTS or once it
+    has run for TASK_TIMEOUT; an assigned job that was never started is assigned afresh; an
+    ended job's slot is freed. Each change is conditional on the lease as it was read, so a
+    holder that renewed meanwhile keeps its job.
+    """
+    taken = 0
+    for job in leases.expired():
+        same_lease = Q(lease_until=job.lease_until)
+        if job.state == State.STARTED:
+            taken += take_up(job, same_lease)
+        elif job.state == State.QUEUED:
+            taken += Job.objects.filter(same_lease, pk=job.pk, state=State.QUEUED).update(
+                agent=None, lease_until=None, status=State.QUEUED
+            )
+        else:
+            taken += Job.objects.filter(same_lease, pk=job.pk, state=job.state).update(lease_until=None)
+    return taken
+
+
+def take_up(job: Job, same_lease: Q) -> int:
+    agent = job.agent.name if job.agent else "its agent"
+    ran_since = timezone.now() - timedelta(seconds=settings.TASK_TIMEOUT)
+    try:
+        if job.started_at and job.started_at < ran_since:
+            fail(
+                job,
+                f"The job ran for more than {settings.TASK_TIMEOUT} s.",
+                "Timeout",
+                lease_until=None,
+                expect=same_lease,
+            )
+        elif job.attempts < Conf.MAX_ATTEMPTS:
+            status = f"Queued again: the process running it on {agent} stopped"
+            change(job, State.QUEUED, agent=None, lease_until=None, status=status, expect=same_lease)
+        else:
+            message = f"The process running this job stopped before it finished, {job.attempts} times."
+            fail(job, message, "WorkerLost", lease_until=None, expect=same_lease)
+    except InvalidTransition:
+        return 0  # it ended, or its holder renewed the lease meanwhile
+    log.warning("Job %s: the process running it on %s stopped; %s", job.pk, agent, job.status)
+    return 1
 
 
 def expire_unservable() -> int:

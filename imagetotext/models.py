@@ -125,6 +125,10 @@ class Job(models.Model):
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set while a process holds the job's agent slot (assigned, or running on the backend),
+    # renewed by that process's heartbeat; expired, the job is taken up again (imagetotext.leases).
+    # A cancelled job keeps its slot until the backend request has really ended.
+    lease_until = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
 
     objects = JobQuerySet.as_manager()
 
@@ -158,10 +162,12 @@ class Job(models.Model):
     def move_to(self, state: str, **fields: Any) -> None:
         """The one place a job changes state: checked, timestamped and saved together.
 
-        The update is conditional on the state we read, so a worker finishing a
-        job cannot overwrite a cancellation that happened meanwhile.
+        The update is conditional on the state we read, so a worker finishing a job cannot
+        overwrite a cancellation that happened meanwhile; and a started job only on the run we
+        read (its attempt), so a run whose lease expired cannot end the run that took it up.
         """
         previous = self.state
+        expect = fields.pop("expect", None)  # a further condition (a Q) on the row as it was read
         if state not in TRANSITIONS[previous]:
             raise InvalidTransition(f"A {previous} job cannot become {state}")
         now = timezone.now()
@@ -173,7 +179,12 @@ class Job(models.Model):
         elif state in FINISHED:
             changes["finished_at"] = now
         changes.update(fields)
-        if not Job.objects.filter(pk=self.pk, state=previous).update(**changes):
+        current = Job.objects.filter(pk=self.pk, state=previous)
+        if previous == State.STARTED:
+            current = current.filter(attempts=self.attempts)
+        if expect is not None:
+            current = current.filter(expect)
+        if not current.update(**changes):
             self.refresh_from_db()
             raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
         for name, value in changes.items():
@@ -237,21 +248,35 @@ class ApiKey(models.Model):
         return not self.restrict_to or api in self.restrict_to
 
 
+class Outcome(models.TextChoices):
+    """What one callback attempt came to."""
+
+    DELIVERED = "Delivered"  # answered 2xx
+    FAILED = "Failed"  # refused, not connected, not sent in full, or answered otherwise
+    UNKNOWN = "Unknown"  # sent in full, then no answer: the receiver may have it
+
+
 class CallbackAttempt(models.Model):
     """One try at POSTing a finished job to its ReplyTo URL."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="callback_attempts")
     number = models.PositiveSmallIntegerField()
     attempted_at = models.DateTimeField(default=timezone.now)
+    # One per delivery (a job's end), sent as Idempotency-Key on each of its attempts.
+    idempotency_key = models.CharField(max_length=36, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.FAILED)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
-    delivered = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["job", "number"]
 
     def __str__(self) -> str:
         return f"Callback {self.number} of job {self.job_id}"
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome == Outcome.DELIVERED
 
 
 def store_image(data: bytes, content_type: str, width: int, height: int) -> tuple[StoredImage, bool]:

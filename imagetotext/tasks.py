@@ -19,18 +19,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django_q.conf import Conf as QConf
 
 from agents.clients.base import AgentCancelled, AgentError, AgentUnavailable, TextRequest, TextResult
 from agents.clients.registry import client_for
 from agents.health import check_agent
 from agents.models import Agent, Kind
-from imagetotext import db_threads, images
+from imagetotext import db_threads, images, leases
 from imagetotext.conf import Conf
 from imagetotext.db_threads import hold_no_connection
 from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over, work_to_assign
-from imagetotext.jobs import change, complete, expire_unservable, fail, sweep
+from imagetotext.jobs import change, complete, expire_unservable, fail, take_up_expired
 from imagetotext.live import publish_text
 from imagetotext.models import InvalidTransition, Job, State
 
@@ -118,20 +119,36 @@ def start(job_id: int) -> Job | None:
     if job is None or job.state != State.QUEUED or job.agent is None:
         return None
     try:
-        change(job, State.STARTED, attempts=job.attempts + 1, status=f"Running on {job.agent.name}")
+        change(
+            job,
+            State.STARTED,
+            attempts=job.attempts + 1,
+            status=f"Running on {job.agent.name}",
+            lease_until=leases.lease_end(),
+            expect=Q(agent=job.agent),  # not assigned afresh meanwhile (its assignment ran out)
+        )
     except InvalidTransition:
         return None
     return job
 
 
 def run_started(job: Job, relay: Relay | None = None, take_here: TakeHere | None = None) -> Job:
-    """Run a started job on its agent, then save how it ended and hand its slot on."""
+    """Run a started job on its agent, then save how it ended and hand its slot on.
+
+    While it runs, this process's heartbeat renews the job's lease; the outcome is saved
+    only if the lease is still this run's (Job.move_to checks the attempt).
+    """
     assert job.agent is not None, "a started job has its agent"
+    attempt = job.attempts
+    leases.holder.hold(job, reclaim=reclaim)
     settle: Settle = nothing_to_save
     try:
         settle = run_on_agent(job, job.agent, relay)
     finally:
-        db_threads.run(end_run, settle, take_here)
+        try:
+            db_threads.run(end_run, job, attempt, settle, take_here)
+        finally:
+            leases.holder.let_go(job.pk, attempt)  # if saving failed, the lease runs out and the job is taken up
     return job
 
 
@@ -143,16 +160,25 @@ def nothing_to_save() -> None:
     pass
 
 
-def end_run(settle: Settle, take_here: TakeHere | None) -> None:
-    """Save how the run ended and give the freed slot to the oldest waiting job, in one transaction.
+def end_run(job: Job, attempt: int, settle: Settle, take_here: TakeHere | None) -> None:
+    """Save how the run ended, let go of its lease, and give the freed slot to the oldest waiting
+    job, in one transaction.
 
     Between the two, no other dispatcher (a request, another worker) can see the slot free and
     send a job to it the slow way, through the broker; the job taken here starts at once.
     """
     with transaction.atomic():
         settle()
+        if not (job.attempts == attempt and job.lease_until is None):  # the outcome's save let go already
+            leases.let_go(job.pk, attempt)
         assigned = assign_waiting_jobs() if work_to_assign() else []
     hand_over(assigned, take_here)
+
+
+def reclaim() -> None:
+    """The heartbeat's second half: take up the jobs of processes that died, and run them here."""
+    if db_threads.run(take_up_expired):
+        db_threads.run(dispatch, take_here)
 
 
 def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
@@ -163,6 +189,8 @@ def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
         result = client_for(agent).image_to_text(request, on_text=stream)
         stream.flush()
     except AgentCancelled:
+        if stream.cut:  # it stopped reading at the cap: the job has what it keeps
+            return partial(finish, job, TextResult(stream.text), cut_short=True)
         return nothing_to_save
     except AgentError as error:
         look_at_agent(agent, error)  # here, not on a database thread: it may check the agent over HTTP
@@ -193,17 +221,25 @@ class TextStream:
 
     def __init__(self, job: Job, relay: Relay | None = None) -> None:
         self.job, self.relay = job, relay
+        self.attempt = job.attempts
+        self.cut = False
         self.text, self.published = "", ""
         self.published_at = float("-inf")
         self.checked_at = time.monotonic()
 
     def __call__(self, text: str) -> bool:
-        """Take the whole text so far; True means the job is no longer running: stop."""
+        """Take the whole text so far; True means stop: the job is no longer running, or the text
+        reached Conf.MAX_OUTPUT_CHARS (no point in keeping a backend busy with what is thrown away)."""
+        if len(text) > Conf.MAX_OUTPUT_CHARS:
+            text, self.cut = text[: Conf.MAX_OUTPUT_CHARS], True
         if self.relay is not None and len(text) > len(self.text):
             self.relay(text[len(self.text) :])
         self.text = text
         if text and time.monotonic() - self.published_at >= PUBLISH_EVERY:
             self.publish()
+        if self.cut:
+            self.flush()
+            return True
         if time.monotonic() - self.checked_at < CHECK_EVERY:
             return False
         self.checked_at = time.monotonic()
@@ -211,7 +247,7 @@ class TextStream:
 
     def stopped(self, text: str) -> bool:
         """Save the text so far; True if the job is no longer running (cancelled)."""
-        running = Job.objects.filter(pk=self.job.pk, state=State.STARTED)
+        running = Job.objects.filter(pk=self.job.pk, state=State.STARTED, attempts=self.attempt)
         return not (running.update(output=text) if text else running.exists())
 
     def publish(self) -> None:
@@ -224,26 +260,40 @@ class TextStream:
             self.publish()
 
 
-def finish(job: Job, result: TextResult) -> None:
+def finish(job: Job, result: TextResult, cut_short: bool = False) -> None:
+    text, status = result.text, str(State.COMPLETED)
+    if cut_short or len(text) > Conf.MAX_OUTPUT_CHARS:
+        text, status = cut(text), f"Completed; the answer was cut at {Conf.MAX_OUTPUT_CHARS:,} characters"
     try:
         complete(
             job,
-            output=result.text,
+            output=text,
             result=result.raw,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
-            status=State.COMPLETED,
+            status=status,
+            lease_until=None,
         )
     except InvalidTransition:
         pass  # cancelled while the last words arrived: the cancellation stands
 
 
+def cut(text: str) -> str:
+    """The text a job keeps of an answer that reached the cap, saying that it was cut."""
+    return text[: Conf.MAX_OUTPUT_CHARS] + f"\n\n[The answer was cut here, at {Conf.MAX_OUTPUT_CHARS:,} characters.]"
+
+
 def look_at_agent(agent: Agent, error: AgentError) -> None:
     """After a failure: mark the agent offline if it did not answer, or check it again if it may have changed."""
-    if isinstance(error, AgentUnavailable):
-        agent.mark_offline(str(error))
-    elif error.retry_elsewhere:
-        check_agent(agent)  # e.g. the model vanished: let discovery notice now
+    try:
+        if isinstance(error, AgentUnavailable):
+            agent.mark_offline(str(error))
+        elif error.retry_elsewhere:
+            check_agent(agent)  # e.g. the model vanished: let discovery notice now
+    except DatabaseError:
+        if db_threads.run(Agent.objects.filter(pk=agent.pk).exists):
+            raise
+        log.warning("Agent %s was removed while job threads used it", agent)  # its jobs still end
 
 
 def fail_over_or_fail(job: Job, agent: Agent, error: AgentError) -> None:
@@ -252,24 +302,25 @@ def fail_over_or_fail(job: Job, agent: Agent, error: AgentError) -> None:
     others = candidates(job.model, exclude=tried) if error.retry_elsewhere else []
     try:
         if others and job.attempts < Conf.MAX_ATTEMPTS:
-            change(job, State.QUEUED, agent=None, tried_agents=tried, status=f"Retrying: {agent.name} failed: {error}")
+            status = f"Retrying: {agent.name} failed: {error}"
+            change(job, State.QUEUED, agent=None, tried_agents=tried, status=status, lease_until=None)
         else:
-            fail(job, f"{agent.name}: {error}", type(error).__name__, tried_agents=tried)
+            fail(job, f"{agent.name}: {error}", type(error).__name__, tried_agents=tried, lease_until=None)
     except InvalidTransition:
         pass
 
 
 def fail_quietly(job: Job, message: str, code: str) -> None:
     try:
-        fail(job, message, code)
+        fail(job, message, code, lease_until=None)
     except InvalidTransition:
         pass
 
 
 def dispatch_periodically() -> list[int]:
-    """The scheduled safety net: recover jobs of stopped workers, give up on unservable ones, assign the rest."""
-    if swept := sweep():
-        log.warning("Recovered %d jobs from stopped workers", swept)
+    """The scheduled safety net: take up jobs of stopped processes, give up on unservable ones, assign the rest."""
+    if taken := take_up_expired():
+        log.warning("Took up %d jobs whose process stopped", taken)
     if expired := expire_unservable():
         log.warning("Gave up on %d jobs whose model no active agent offers", expired)
     return dispatch()

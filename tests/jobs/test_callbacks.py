@@ -27,7 +27,7 @@ from django_q.models import Schedule
 from imagetotext import callbacks
 from imagetotext.callbacks import CallbackRefused, check_destination, deliver, queue_callback
 from imagetotext.conf import Conf
-from imagetotext.models import CallbackAttempt, Job
+from imagetotext.models import CallbackAttempt, Job, Outcome
 
 SECRET = "test-callback-secret"
 
@@ -45,10 +45,15 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A ReplyTo endpoint on 127.0.0.1 that records requests and answers `status` (or hangs)."""
+    """A ReplyTo endpoint on 127.0.0.1 that records requests and answers `status`.
+
+    It answers `delay` seconds late (stop() cuts the wait short), or with `drop` reads the
+    request and hangs up without an answer.
+    """
 
     status: int = 200
-    hang: bool = False
+    delay: float = 0.0
+    drop: bool = False
     requests: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -76,13 +81,18 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append(Received(self.path, dict(self.headers), body, self.command))
-                if receiver.hang:
-                    receiver.release.wait(10)
-                self.send_response(receiver.status)
-                self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                if receiver.drop:
+                    self.close_connection = True
+                    return
+                receiver.release.wait(receiver.delay)
+                try:
+                    self.send_response(receiver.status)
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    self.close_connection = True  # the caller gave up waiting
 
             do_PUT = do_PATCH = do_POST
 
@@ -170,7 +180,9 @@ def test_it_posts_a_completed_jobs_text_with_a_valid_signature(admin_user: Any, 
     assert request.headers["X-Callback-Id"] == job.ref_id
     assert "ImageToText" in request.headers["User-Agent"]
     [attempt] = attempts(job)
-    assert (attempt.number, attempt.status_code, attempt.delivered, attempt.error) == (1, 200, True, "")
+    assert (attempt.number, attempt.status_code, attempt.outcome, attempt.error) == (1, 200, Outcome.DELIVERED, "")
+    assert request.headers["Idempotency-Key"] == f'"{attempt.idempotency_key}"'
+    assert uuid.UUID(attempt.idempotency_key)
     assert retries(job) == []
 
 
@@ -304,8 +316,11 @@ def test_queue_callback_enqueues_delivery_only_with_reply_to(admin_user: Any, mo
     without = Job.objects.create(owner=admin_user, model="llava:7b", ref_id="r2")
     queue_callback(with_reply)
     queue_callback(without)
+    queue_callback(with_reply)
 
-    assert calls == [("imagetotext.callbacks.deliver", with_reply.pk)]
+    [(task, pk, number, key), again] = calls
+    assert (task, pk, number) == ("imagetotext.callbacks.deliver", with_reply.pk, 1)
+    assert again[:3] == (task, pk, number) and again[3] != key  # each ending of a job is a new delivery
 
 
 # Failures and retries -----------------------------------------------------------------------
@@ -319,11 +334,11 @@ def test_a_500_is_recorded_and_retried_after_the_backoff(admin_user: Any, receiv
     deliver(job.pk)
 
     [attempt] = attempts(job)
-    assert (attempt.status_code, attempt.delivered) == (500, False)
+    assert (attempt.status_code, attempt.outcome) == (500, Outcome.FAILED)
     assert "500" in attempt.error
     [retry] = retries(job)
     assert retry.schedule_type == Schedule.ONCE
-    assert ast.literal_eval(retry.args) == (job.pk, 2)
+    assert ast.literal_eval(retry.args) == (job.pk, 2, attempt.idempotency_key)
     assert before + timedelta(seconds=2) <= retry.next_run <= timezone.now() + timedelta(seconds=2)
 
 
@@ -376,7 +391,7 @@ def test_django_q_turns_a_due_retry_into_a_deliver_task_once(
     monkeypatch.setattr(scheduler, "close_old_django_connections", lambda: None)  # keep the test's connection
     scheduler.scheduler(broker=object())
 
-    assert ("imagetotext.callbacks.deliver", job.pk, 2) in queued
+    assert ("imagetotext.callbacks.deliver", job.pk, 2, attempts(job)[0].idempotency_key) in queued
     assert retries(job) == []
 
 
@@ -423,12 +438,12 @@ def test_a_receiver_that_hangs_times_out_and_is_retried(
     admin_user: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Conf, "CALLBACK_TIMEOUT", 0.3)
-    receiver.hang = True
+    receiver.delay = 10
     job = finished_job(admin_user, receiver.url, output="text")
     deliver(job.pk)
 
     [attempt] = attempts(job)
-    assert attempt.error.startswith("Timed out")
+    assert attempt.error.startswith("Sent, but no answer: Timed out after 0.3 s")
     assert len(retries(job)) == 1
 
 
@@ -464,7 +479,7 @@ def test_private_and_non_http_destinations_are_refused_without_a_request(
 
     assert mock_requests == [] and receiver.requests == []
     [attempt] = attempts(job)
-    assert (attempt.number, attempt.delivered, attempt.status_code) == (1, False, None)
+    assert (attempt.number, attempt.outcome, attempt.status_code) == (1, Outcome.FAILED, None)
     assert "not a public address" in attempt.error or "Only http and https" in attempt.error
     assert retries(job) == []
 

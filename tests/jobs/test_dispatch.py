@@ -48,12 +48,29 @@ def test_a_freed_slot_goes_to_the_oldest_waiting_job(api_user, handed_to_workers
     agent("only")
     first, second, third = jobs(api_user, 3)
     dispatch()
-    Job.objects.filter(pk=first.pk).update(state=State.COMPLETED)
+    Job.objects.filter(pk=first.pk).update(state=State.COMPLETED, lease_until=None)  # its run let go
 
     dispatch()
 
     assert handed_to_workers == [first.pk, second.pk]
     assert Job.objects.get(pk=third.pk).agent is None
+
+
+def test_an_ended_job_whose_run_has_not_let_go_keeps_its_slot(api_user, handed_to_workers) -> None:
+    """A cancelled job's backend request may still be running: the slot is not free yet."""
+    agent("only")
+    first, second = jobs(api_user, 2)
+    dispatch()
+    Job.objects.filter(pk=first.pk).update(state=State.CANCELLED)  # the lease is still held
+
+    dispatch()
+    assert not work_to_assign()
+    assert handed_to_workers == [first.pk]
+
+    Job.objects.filter(pk=first.pk).update(lease_until=None)
+    assert work_to_assign()
+    dispatch()
+    assert handed_to_workers == [first.pk, second.pk]
 
 
 def test_the_least_busy_agent_relative_to_concurrency_wins(api_user, handed_to_workers) -> None:

@@ -1,4 +1,4 @@
-"""The minute schedule's safety net: jobs of stopped workers, and jobs no agent can take."""
+"""The minute schedule's safety net: jobs no agent can take (jobs of stopped processes: test_leases.py)."""
 
 from __future__ import annotations
 
@@ -93,28 +93,3 @@ def test_a_retried_old_job_waits_afresh(api_user, handed_to_workers) -> None:
     old.refresh_from_db()
     assert old.state == State.QUEUED
     assert timezone.now() - old.queued_at < timedelta(minutes=1)
-
-
-def test_a_job_whose_worker_stopped_fails_and_its_slot_is_freed(api_user, settings) -> None:
-    gpu = agent("gpu", online=True)
-    long_ago = timezone.now() - timedelta(seconds=settings.TASK_TIMEOUT + 120)
-    lost = Job.objects.create(owner=api_user, model="llava:7b", agent=gpu, state=State.STARTED, started_at=long_ago)
-    waiting = queued_job(api_user, minutes_ago=1)
-
-    handed = dispatch_periodically()
-
-    lost.refresh_from_db()
-    assert lost.state == State.FAILED and lost.error_code == "WorkerLost"
-    assert handed == [waiting.pk]
-
-
-def test_a_job_handed_to_a_worker_that_never_took_it_is_handed_out_again(api_user, settings, handed_to_workers) -> None:
-    gpu = agent("gpu", online=True)
-    long_ago = (settings.TASK_TIMEOUT + 120) / 60
-    stuck = queued_job(api_user, minutes_ago=long_ago, agent=gpu)
-
-    dispatch_periodically()
-
-    stuck.refresh_from_db()
-    assert stuck.state == State.QUEUED and stuck.agent == gpu
-    assert handed_to_workers == [stuck.pk]
