@@ -12,6 +12,9 @@ class ImageToTextConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        from imagetotext import workers
+
+        workers.install()
         post_spawn.connect(start_heartbeat, dispatch_uid="imagetotext-heartbeat")
 
 
