@@ -42,7 +42,8 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ["name", "base_url", "models__name"]
     readonly_fields = ["online", "checked_at", "version", "last_error", "source"]
     fieldsets = [
-        (None, {"fields": ["name", "kind", "base_url", "enabled", "priority", "concurrency", "read_timeout"]}),
+        (None, {"fields": ["name", "kind", "base_url", "enabled", "priority", "concurrency"]}),
+        ("Timeouts", {"fields": ["connect_timeout", "first_byte_timeout", "idle_timeout"]}),
         ("Authentication", {"fields": ["api_key", "api_key_header"], "classes": ["collapse"]}),
         ("Last check", {"fields": ["online", "checked_at", "version", "last_error", "source"]}),
     ]

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -71,8 +72,29 @@ class Agent(models.Model):
     enabled = models.BooleanField(default=True)
     priority = models.IntegerField(default=0, help_text="Higher wins when agents are equally busy.")
     concurrency = models.PositiveSmallIntegerField(default=1, help_text="How many jobs it may run at once.")
-    read_timeout = models.PositiveIntegerField(
-        default=600, help_text="Seconds to wait for the backend's answer: cold model loads on CPUs take minutes."
+    # A hung backend is left for another agent within about two minutes (connect, then first byte),
+    # while a cold model load, which sends nothing until the model answers, still fits.
+    connect_timeout = models.PositiveIntegerField(
+        "connect timeout",
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds to wait for a connection. A backend on the network answers in well under one.",
+    )
+    first_byte_timeout = models.PositiveIntegerField(
+        "first-byte timeout",
+        default=120,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds from sending a job to the first byte of the answer. Ollama sends nothing until the "
+        "model has loaded and starts answering: 120 s lets a large model load cold from disk. ComfyUI "
+        "answers each call (upload, queueing the prompt, its result) at once.",
+    )
+    idle_timeout = models.PositiveIntegerField(
+        "idle timeout",
+        default=60,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds the backend may go silent once it answers: between streamed chunks for Ollama "
+        "(a loaded model writes several a second); for ComfyUI, without a WebSocket message or an answer "
+        "to a ping, which it gives even while a node runs for minutes.",
     )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.ADMIN, editable=False)
 

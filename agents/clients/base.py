@@ -97,13 +97,19 @@ class AgentClient:
     def url(self, path: str) -> str:
         return self.agent.base_url.rstrip("/") + path
 
-    def send(self, method: str, path: str, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+    def send(
+        self, method: str, path: str, timeout: float | httpx.Timeout | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """One request; no connection or no answer in time becomes AgentUnavailable."""
-        url, seconds = self.url(path), self.timeout if timeout is None else timeout
+        url, limits = self.url(path), httpx.Timeout(self.timeout if timeout is None else timeout)
         try:
-            return self.http.request(method, url, timeout=seconds, **kwargs)
+            return self.http.request(method, url, timeout=limits, **kwargs)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise AgentUnavailable(f"Cannot connect to {url} within {limits.connect:g} s") from None
+        except httpx.WriteTimeout:
+            raise AgentUnavailable(f"{url} stopped taking the request for {limits.write:g} s") from None
         except httpx.TimeoutException:
-            raise AgentUnavailable(f"No answer from {url} within {seconds:g} s") from None
+            raise AgentUnavailable(f"No answer from {url} within {limits.read:g} s") from None
         except httpx.TransportError as error:
             raise AgentUnavailable(f"Cannot connect to {url}: {describe(error)}") from None
 

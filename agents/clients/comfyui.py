@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import threading
 import time
 import uuid
 from contextlib import nullcontext
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from django.conf import settings
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -42,7 +44,7 @@ HEARTBEAT = 1.0
 
 @dataclass(frozen=True)
 class Deadline:
-    """The time left for one request, from the agent's read_timeout."""
+    """The time left for one run: TASK_TIMEOUT, the ceiling of every job."""
 
     seconds: float
     ends_at: float
@@ -60,7 +62,7 @@ class Deadline:
 
 
 class DeadlineExceeded(AgentUnavailable):
-    """The agent's read_timeout ran out."""
+    """The run's whole budget ran out."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class ComfyUIClient(AgentClient):
 
     def image_to_text(self, request: TextRequest, on_text: OnText | None = None) -> TextResult:
         """Caption the image: upload it, queue the Florence-2 graph, wait for the run, read /history."""
-        deadline = Deadline.after(self.agent.read_timeout)
+        deadline = Deadline.after(settings.TASK_TIMEOUT)
         graph = florence.caption_graph(self.upload(request.image, deadline), request, self.display_class())
         client_id = uuid.uuid4().hex
         # The socket must be open before the prompt is queued, or its first events are lost.
@@ -135,9 +137,11 @@ class ComfyUIClient(AgentClient):
     def open_socket(self, client_id: str, deadline: Deadline) -> ClientConnection | None:
         """The /ws connection for client_id, or None when the server refuses the upgrade (we poll then)."""
         url = websocket_url(self.agent.base_url) + f"/ws?clientId={client_id}"
-        timeout = min(self.timeout, deadline.left())
+        timeout = min(self.agent.first_byte_timeout, deadline.left())
+        headers = self.agent.auth_headers()
         try:
-            return connect(url, additional_headers=self.agent.auth_headers(), open_timeout=timeout, close_timeout=1)
+            # Pings are ours (Silence): a lost pong must fail the run, not only close the socket.
+            return connect(url, additional_headers=headers, open_timeout=timeout, close_timeout=1, ping_interval=None)
         except InvalidStatus as error:
             status = error.response.status_code
             if status >= 500:
@@ -187,11 +191,14 @@ class ComfyUIClient(AgentClient):
 
     def follow(self, ws: ClientConnection, run: PromptRun) -> None:
         """Read the socket until the prompt finishes; returns early if the socket drops."""
+        silence = Silence(ws, self.agent.idle_timeout)
         while True:
             self.heartbeat(run)
             try:
-                frame = ws.recv(timeout=min(HEARTBEAT, run.deadline.left()))
+                frame = ws.recv(timeout=min(silence.step, run.deadline.left()))
+                silence.heard()
             except TimeoutError:
+                silence.check()
                 continue
             except ConnectionClosed:
                 return  # the caller polls /history, which ComfyUI writes whether or not we listen
@@ -201,12 +208,26 @@ class ComfyUIClient(AgentClient):
     def poll(self, run: PromptRun) -> dict[str, Any]:
         """The prompt's /history entry, asking every POLL_INTERVAL until it is written."""
         while True:
-            reply = decode(self.send_within("GET", f"/history/{run.prompt_id}", run.deadline))
-            entry = reply.get(run.prompt_id) if isinstance(reply, dict) else None
-            if entry:
+            if entry := self.history_entry(run):
                 return entry
+            if not self.still_queued(run) and not (entry := self.history_entry(run)):
+                # ComfyUI keeps its queue and history in memory: it restarted, and the prompt is gone.
+                raise AgentUnavailable("ComfyUI lost the prompt: it is neither queued, running nor in its history")
+            if entry:
+                return entry  # it finished between the two looks
             self.heartbeat(run)
             time.sleep(min(POLL_INTERVAL, run.deadline.left()))
+
+    def history_entry(self, run: PromptRun) -> dict[str, Any] | None:
+        reply = decode(self.send_within("GET", f"/history/{run.prompt_id}", run.deadline))
+        entry = reply.get(run.prompt_id) if isinstance(reply, dict) else None
+        return entry or None
+
+    def still_queued(self, run: PromptRun) -> bool:
+        """Whether the prompt waits in ComfyUI's queue or runs (GET /queue lists [number, prompt_id, ...])."""
+        queue = decode(self.send_within("GET", "/queue", run.deadline))
+        items = [*(queue.get("queue_running") or []), *(queue.get("queue_pending") or [])]
+        return any(isinstance(item, list) and len(item) > 1 and item[1] == run.prompt_id for item in items)
 
     def heartbeat(self, run: PromptRun) -> None:
         """Tell on_text we are still waiting; stop the prompt if the job was cancelled."""
@@ -224,12 +245,47 @@ class ComfyUIClient(AgentClient):
             pass  # the job is cancelled either way; a dead server runs nothing
 
     def send_within(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> httpx.Response:
-        """One request within what is left of the deadline; a timeout reports the spent budget."""
+        """One request within the agent's timeouts and what is left of the deadline."""
+        left, agent = deadline.left(), self.agent
+        first_byte, connect = min(agent.first_byte_timeout, left), min(agent.connect_timeout, left)
         try:
-            return self.send(method, path, timeout=min(self.timeout, deadline.left()), **kwargs)
+            return self.send(method, path, timeout=httpx.Timeout(first_byte, connect=connect), **kwargs)
         except AgentUnavailable:
             deadline.left()  # raises DeadlineExceeded when the whole budget is spent
             raise
+
+
+class Silence:
+    """Notices a WebSocket that has gone quiet for the agent's idle timeout and answers no ping.
+
+    A node can run for minutes without a message (Florence2Run sends no progress), but ComfyUI's
+    event loop answers pings while it does; a lost pong means a frozen server or a dead link.
+    """
+
+    def __init__(self, ws: ClientConnection, idle_timeout: float) -> None:
+        self.ws, self.idle_timeout = ws, idle_timeout
+        self.heard_at = time.monotonic()
+        self.pong: threading.Event | None = None
+        # Often enough to ping on time however short the idle timeout.
+        self.step = min(HEARTBEAT, idle_timeout / 4)
+
+    def heard(self) -> None:
+        self.heard_at, self.pong = time.monotonic(), None
+
+    def check(self) -> None:
+        """Ping after half the idle timeout of quiet; raise AgentUnavailable when the whole of it passed."""
+        if self.pong is not None and self.pong.is_set():
+            self.heard()
+        quiet = time.monotonic() - self.heard_at
+        if quiet >= self.idle_timeout:
+            raise AgentUnavailable(
+                f"ComfyUI went silent for {self.idle_timeout:g} s: no message and no answer to a ping (idle timeout)"
+            )
+        if self.pong is None and quiet >= self.idle_timeout / 2:
+            try:
+                self.pong = self.ws.ping()
+            except ConnectionClosed:
+                pass  # the next recv() sees it
 
 
 def never_cancelled(text: str) -> bool:

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import httpx
-from django.conf import settings
 
 from agents.clients.base import (
     AgentCancelled,
@@ -72,14 +71,19 @@ class OllamaClient(AgentClient):
         """Stream a caption from /api/generate, passing the text so far to on_text."""
         url = self.url("/api/generate")
         progress = Progress(on_text)
+        timeout, answered = self.generate_timeout(), False
         try:
             with self.http.stream(
-                "POST", url, json=generate_body(request), timeout=self.generate_timeout()
+                "POST", url, json=generate_body(request), extensions={"timeout": timeout}
             ) as response:
+                # Ollama sends its headers with the first chunk, once the model has loaded and
+                # answers (protocols.md A.2, A.5); from here on the wait is between chunks.
+                # httpcore reads this dict when it starts on the body, so the change applies to it.
+                timeout["read"], answered = self.agent.idle_timeout, True
                 check_status(response, request.model)
                 final = read_final_chunk(response, progress)
         except httpx.TransportError as error:
-            raise self.unavailable(url, error) from None
+            raise self.unavailable(url, error, request.model, answered) from None
         progress.finish()
         return TextResult(
             text=progress.text,
@@ -88,21 +92,34 @@ class OllamaClient(AgentClient):
             raw=dict(final, response=progress.text),
         )
 
-    def unavailable(self, url: str, error: httpx.TransportError) -> AgentUnavailable:
+    def unavailable(self, url: str, error: httpx.TransportError, model: str, answered: bool) -> AgentUnavailable:
         """A readable reason for a failed connection, timeout or broken stream."""
-        if isinstance(error, httpx.ConnectTimeout):
-            return AgentUnavailable(f"Cannot connect to {url} within {settings.AGENT_CHECK_TIMEOUT:g} s")
+        agent = self.agent
+        if isinstance(error, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return AgentUnavailable(f"Cannot connect to {url} within {agent.connect_timeout} s (connect timeout)")
+        if isinstance(error, httpx.WriteTimeout):
+            return AgentUnavailable(f"{url} stopped taking the request for {agent.idle_timeout} s (idle timeout)")
+        if isinstance(error, httpx.TimeoutException) and answered:
+            return AgentUnavailable(f"{model} went silent for {agent.idle_timeout} s mid-answer (idle timeout)")
         if isinstance(error, httpx.TimeoutException):
-            return AgentUnavailable(f"No answer from {url} within {self.agent.read_timeout} s")
+            return AgentUnavailable(
+                f"{model} sent nothing for {agent.first_byte_timeout} s after the request (first-byte timeout)"
+            )
         if isinstance(error, httpx.ConnectError):
             return AgentUnavailable(f"Cannot connect to {url}: {describe_error(error)}")
         return AgentUnavailable(
             f"The connection to {url} broke before the answer was complete: {describe_error(error)}"
         )
 
-    def generate_timeout(self) -> httpx.Timeout:
-        # The read timeout applies between bytes, so it must cover a cold model load.
-        return httpx.Timeout(self.agent.read_timeout, connect=settings.AGENT_CHECK_TIMEOUT)
+    def generate_timeout(self) -> dict[str, float | None]:
+        """httpx's timeouts as the request extension, so the read timeout can change once the answer starts."""
+        agent = self.agent
+        return httpx.Timeout(
+            connect=agent.connect_timeout,
+            read=agent.first_byte_timeout,
+            write=agent.idle_timeout,
+            pool=agent.connect_timeout,
+        ).as_dict()
 
 
 class Progress:

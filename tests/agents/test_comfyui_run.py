@@ -18,9 +18,10 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00 a cat"
 
 
 @pytest.fixture
-def agent(fake_comfyui: FakeComfyUI) -> Agent:
-    # A generous read_timeout still keeps a broken test from waiting the default ten minutes.
-    return Agent(name="comfy", kind="comfyui", base_url=fake_comfyui.url, read_timeout=15)
+def agent(fake_comfyui: FakeComfyUI, settings: Any) -> Agent:
+    # A generous run budget still keeps a broken test from waiting the default half hour.
+    settings.TASK_TIMEOUT = 15
+    return Agent(name="comfy", kind="comfyui", base_url=fake_comfyui.url)
 
 
 def caption(
@@ -275,9 +276,9 @@ def test_a_server_error_makes_the_agent_unavailable(agent: Agent, fake_comfyui: 
         caption(agent)
 
 
-def test_a_hung_server_gives_up_after_the_read_timeout(agent: Agent, fake_comfyui: FakeComfyUI) -> None:
+def test_a_hung_server_gives_up_after_the_first_byte_timeout(agent: Agent, fake_comfyui: FakeComfyUI) -> None:
     fake_comfyui.mode = "hang"
-    agent.read_timeout = 1
+    agent.first_byte_timeout = 1
     started = time.monotonic()
 
     with pytest.raises(AgentUnavailable, match="within 1 s"):
@@ -286,11 +287,11 @@ def test_a_hung_server_gives_up_after_the_read_timeout(agent: Agent, fake_comfyu
     assert time.monotonic() - started < 3
 
 
-def test_a_run_longer_than_the_read_timeout_gives_up_and_is_stopped_on_the_server(
-    agent: Agent, fake_comfyui: FakeComfyUI
+def test_a_run_longer_than_the_task_timeout_gives_up_and_is_stopped_on_the_server(
+    agent: Agent, fake_comfyui: FakeComfyUI, settings: Any
 ) -> None:
     fake_comfyui.run_seconds = 10
-    agent.read_timeout = 1
+    settings.TASK_TIMEOUT = 1
 
     with pytest.raises(AgentUnavailable, match="no result within 1 s"):
         caption(agent)

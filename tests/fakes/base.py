@@ -137,7 +137,14 @@ class FakeServer:
             await self._unlisten()
         elif was_refusing and value != "refuse":
             await self._listen()
+        await self.on_mode_changed()
         self._wake_hung_requests()
+
+    async def wait_while(self, mode: str) -> None:
+        """Wait on the server loop until the mode is no longer `mode` (a handler that stalls)."""
+        while self._mode == mode:
+            assert self._mode_changed is not None
+            await self._mode_changed.wait()
 
     def _wake_hung_requests(self) -> None:
         assert self._mode_changed is not None
@@ -162,6 +169,9 @@ class FakeServer:
 
     async def on_stopping(self) -> None:
         """Called on the server loop before connections are closed."""
+
+    async def on_mode_changed(self) -> None:
+        """Called on the server loop when a test sets the mode."""
 
     # --- helpers for handlers --------------------------------------------------
 
@@ -216,9 +226,7 @@ class FakeServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         await self._record(request)
-        while self._mode == "hang":
-            assert self._mode_changed is not None
-            await self._mode_changed.wait()
+        await self.wait_while("hang")
         if self.latency:
             await asyncio.sleep(self.latency)
         if self._mode == "500":

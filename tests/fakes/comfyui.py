@@ -106,6 +106,27 @@ class FakeComfyUI(FakeServer):
         """The caption Florence2Run gives for `task`; set `captions[task]` to change it."""
         return self.captions.get(task, f"Florence-2 {task} output.")
 
+    @property
+    def running_prompt(self) -> str | None:
+        """The prompt_id being executed now, if any."""
+        return self._running.prompt_id if self._running else None
+
+    def restart(self) -> None:
+        """Restart in an instant, on the same port: the sockets close and, as ComfyUI keeps them in
+        memory, the queue and the history are gone (a restart slower than a client's next request
+        looks like mode "refuse" first)."""
+        self._call(self._restart())
+
+    async def _restart(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        for ws, _ in list(self._sockets.values()):
+            await ws.close()
+        self._sockets.clear()
+        self._pending.clear()
+        self.history.clear()
+        await self.on_started()
+
     def add_file(self, name: str, data: bytes, *, type: str = "input", subfolder: str = "") -> None:
         """Put a file on the fake's disk, as if uploaded or produced by a run."""
         self.files[(type, subfolder, name)] = data
@@ -142,6 +163,12 @@ class FakeComfyUI(FakeServer):
     async def on_stopping(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+
+    async def on_mode_changed(self) -> None:
+        if self.mode == "drop":  # the link dies under the open sockets too
+            for _, request in self._sockets.values():
+                if request.transport is not None:
+                    request.transport.close()
 
     async def _post_prompt(self, request: web.Request) -> web.StreamResponse:
         body = _loads(request[RECORDED].body)
@@ -297,7 +324,8 @@ class FakeComfyUI(FakeServer):
     # --- websocket -------------------------------------------------------------
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
+        # Pings are answered by hand, so that mode "hang" can leave them unanswered.
+        ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
         # A reconnect takes over the id; the old socket stays open but gets nothing more.
@@ -308,6 +336,10 @@ class FakeComfyUI(FakeServer):
                 await self._send(sid, "executing", {"node": self._current_node})
             first = True
             async for message in ws:
+                if message.type == WSMsgType.PING:
+                    if self.mode != "hang":
+                        await ws.pong(message.data)
+                    continue
                 data = _loads(message.data.encode()) if message.type == WSMsgType.TEXT else None
                 if first and isinstance(data, dict) and data.get("type") == "feature_flags":
                     await self._send(sid, "feature_flags", FEATURE_FLAGS)
@@ -321,6 +353,8 @@ class FakeComfyUI(FakeServer):
         ws, request = self._sockets.get(sid or "", (None, None))
         if ws is None or ws.closed:
             return  # messages for a disconnected client are lost, as in ComfyUI
+        if self.mode == "hang":
+            return  # the server goes on, but nothing it sends arrives (a frozen link)
         try:
             await ws.send_json({"type": event, "data": data})
         except ConnectionError:
@@ -346,11 +380,6 @@ class FakeComfyUI(FakeServer):
             show_text=self.custom_scripts_installed,
             preview_any=self.preview_any_installed,
         )
-
-    def _has_input_file(self, annotated: str) -> bool:
-        kind, path = split_annotation(annotated, "input")
-        subfolder, _, name = path.rpartition("/")
-        return (kind, subfolder, name) in self.files
 
     def _has_input_file(self, annotated: str) -> bool:
         kind, path = split_annotation(annotated, "input")

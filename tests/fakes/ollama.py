@@ -26,8 +26,12 @@ NO_VISION_ERROR = (
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 CRASH_ERROR = "llama runner process has terminated: exit status 2"
 MODIFIED_AT = "2025-10-01T12:00:00.000000000Z"
-# How many streamed chunks reach the client before a "midstream_error" or "drop" failure.
+# How many streamed chunks reach the client before a "midstream_error", "drop", "truncate" or "stall" failure.
 CHUNKS_BEFORE_FAILURE = 2
+# Modes that let the stream start, then break it: an error line (what Ollama sends), the TCP
+# connection closed (Ollama killed), the stream ended cleanly without its done line (a proxy
+# that gave up), or silence until the mode changes (a wedged runner).
+MIDSTREAM_FAILURES = frozenset({"midstream_error", "drop", "truncate", "stall"})
 
 _B64_ALPHABET = frozenset(string.ascii_letters + string.digits + "+/")
 # Go type names used in encoding/json errors for the GenerateRequest fields we check.
@@ -118,7 +122,7 @@ def default_models() -> list[FakeModel]:
 class FakeOllama(FakeServer):
     """Fake Ollama. `reply_for(model, prompt)` is the exact text a generate call answers with."""
 
-    extra_modes = frozenset({"midstream_error", "no_vision", "busy"})
+    extra_modes = frozenset({"midstream_error", "no_vision", "busy", "truncate", "stall"})
     streaming_paths = frozenset({"/api/generate"})
 
     def __init__(
@@ -218,7 +222,8 @@ class FakeOllama(FakeServer):
         self, request: web.Request, name: str, pieces: list[str], metrics: dict[str, Any]
     ) -> web.StreamResponse:
         await asyncio.sleep(self.chunk_delay * len(pieces))
-        if self.mode == "drop":
+        await self.wait_while("stall")
+        if self.mode in ("drop", "truncate"):
             return self.drop_connection(request)
         if self.mode == "midstream_error":
             # Nothing was written yet, so the real server still sends a proper status.
@@ -233,11 +238,15 @@ class FakeOllama(FakeServer):
         await response.prepare(request)
         for index, piece in enumerate(pieces):
             last = index == len(pieces) - 1
-            if self.mode in ("drop", "midstream_error") and (index >= CHUNKS_BEFORE_FAILURE or last):
+            if self.mode in MIDSTREAM_FAILURES and (index >= CHUNKS_BEFORE_FAILURE or last):
+                await self.wait_while("stall")  # then carries on where it stopped
                 if self.mode == "drop":
                     return self.drop_connection(request)
-                await _write_line(response, {"error": MIDSTREAM_ERROR})
-                return response
+                if self.mode == "truncate":
+                    return response  # aiohttp ends the chunked body properly
+                if self.mode == "midstream_error":
+                    await _write_line(response, {"error": MIDSTREAM_ERROR})
+                    return response
             # The final chunk carries text too; clients must not ignore it.
             line = _chunk(name, piece, done=last) | (metrics if last else {})
             await _write_line(response, line)

@@ -281,6 +281,38 @@ async def test_drop_mode_cuts_the_socket_but_the_run_still_reaches_history(comfy
     assert history[prompt_id]["outputs"] == {"4": {"text": [comfy.caption_for("caption")]}}
 
 
+async def test_pings_are_answered_until_hang_mode_which_also_holds_back_every_message(comfy: FakeComfyUI) -> None:
+    comfy.run_seconds = 1
+    async with websockets.connect(ws_url(comfy), ping_interval=None) as ws:
+        await ws.recv()
+        await asyncio.wait_for(await ws.ping(), 2)  # answered
+        prompt_id = post_prompt(comfy, {"prompt": graph(), "client_id": "c1"}).json()["prompt_id"]
+        comfy.mode = "hang"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(await ws.ping(), 0.5)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(messages_until_done(ws, prompt_id), 1.5)
+
+
+async def test_restart_closes_the_sockets_and_forgets_the_queue_and_the_history(comfy: FakeComfyUI) -> None:
+    done = post_prompt(comfy, {"prompt": graph()}).json()["prompt_id"]
+    for _ in range(60):
+        if httpx.get(f"{comfy.url}/history/{done}").json():
+            break
+        await asyncio.sleep(0.05)
+    comfy.run_seconds = 10
+    async with websockets.connect(ws_url(comfy)) as ws:
+        await ws.recv()
+        running = post_prompt(comfy, {"prompt": graph(), "client_id": "c1"}).json()["prompt_id"]
+        comfy.restart()
+        with pytest.raises(websockets.ConnectionClosed):
+            await messages_until_done(ws, running)
+    queue = httpx.get(f"{comfy.url}/queue").json()
+    assert queue == {"queue_running": [], "queue_pending": []}
+    assert httpx.get(f"{comfy.url}/history").json() == {}
+    assert post_prompt(comfy, {"prompt": graph()}).status_code == 200  # and it takes work again
+
+
 def test_prompts_queue_and_run_one_at_a_time(comfy: FakeComfyUI) -> None:
     comfy.run_seconds = 0.3
     first = post_prompt(comfy, {"prompt": graph()}).json()

@@ -199,6 +199,25 @@ def test_drop_mode_closes_other_requests_without_a_response(fake_ollama: FakeOll
         httpx.get(f"{fake_ollama.url}/api/tags")
 
 
+def test_truncate_mode_ends_the_stream_cleanly_but_without_a_done_chunk(fake_ollama: FakeOllama) -> None:
+    fake_ollama.mode = "truncate"
+    response = post(fake_ollama, "/api/generate", {"model": "llava:7b", "prompt": "x"})
+    chunks = lines(response)
+    assert response.status_code == 200
+    assert len(chunks) == 2 and not any(chunk["done"] or "error" in chunk for chunk in chunks)
+
+
+def test_stall_mode_sends_the_first_chunks_then_nothing_until_the_mode_changes(fake_ollama: FakeOllama) -> None:
+    fake_ollama.mode = "stall"
+    received = []
+    with pytest.raises(httpx.ReadTimeout):
+        with httpx.stream(
+            "POST", f"{fake_ollama.url}/api/generate", json={"model": "llava:7b", "prompt": "x"}, timeout=0.5
+        ) as r:
+            received.extend(json.loads(line) for line in r.iter_lines() if line)
+    assert len(received) == 2 and not any(chunk["done"] for chunk in received)
+
+
 def test_latency_delays_the_answer(fake_ollama: FakeOllama) -> None:
     fake_ollama.latency = 0.3
     started = time.monotonic()
