@@ -224,9 +224,15 @@ def connected_to(port: int) -> set[int]:
     return pids
 
 
+def job_runners(workers: list[subprocess.Popen[bytes]], ports: list[int]) -> set[int]:
+    """The worker processes that hold a connection to one of these backends."""
+    below = {pid for worker in workers for pid in descendants(worker.pid)}
+    return below & {pid for port in ports for pid in connected_to(port)}
+
+
 def kill_job_runners(worker: subprocess.Popen[bytes], port: int) -> list[int]:
     """SIGKILL the processes of this worker cluster that talk to the backend on port; returns their pids."""
-    victims = sorted(set(descendants(worker.pid)) & connected_to(port))
+    victims = sorted(job_runners([worker], [port]))
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     return victims
