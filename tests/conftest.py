@@ -55,9 +55,11 @@ def fresh_model_lookups() -> None:
 
     if not settings.configured:
         return
+    from imagetotext.api.ratelimit import forget_credit
     from imagetotext.jobs import forget_model_lookups
 
     forget_model_lookups()
+    forget_credit()
 
 
 @pytest.fixture
