@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 from django.core.files.uploadedfile import UploadedFile
 from PIL import ExifTags, Image
@@ -73,13 +74,25 @@ class Prepared:
 
 @dataclass(frozen=True)
 class UploadedImage:
-    """The bytes exactly as uploaded, and what decoding them told us."""
+    """An upload checked: what decoding it told us, and where its bytes are.
 
-    data: bytes
+    An upload checked from its file keeps only the file, so a request of many images holds none
+    of their bytes until each is stored (see data).
+    """
+
+    source: bytes | UploadedFile
     content_type: str
     width: int
     height: int
     prepared: Prepared | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The bytes exactly as uploaded; a file is read afresh on each call, so nothing here keeps them."""
+        if isinstance(self.source, bytes):
+            return self.source
+        self.source.seek(0)
+        return self.source.read()
 
 
 def read_upload(data: bytes, prepare_for: int | None = None) -> UploadedImage:
@@ -89,34 +102,54 @@ def read_upload(data: bytes, prepare_for: int | None = None) -> UploadedImage:
     about to send it). An image that needs decoding is then decoded once, for the check and
     for the backend together, instead of once for each.
     """
-    if not data:
-        raise ImageRejected("No image was uploaded.")
-    if len(data) > Conf.MAX_UPLOAD_BYTES:
-        raise ImageRejected(
-            f"The image is {_megabytes(len(data))}; the limit is {_megabytes(Conf.MAX_UPLOAD_BYTES)}.",
-            status=413,
-            code="ImageTooLarge",
-        )
-    im = _open(data)
-    width, height = im.size
-    if _orientation(im) in QUARTER_TURNS:
-        width, height = height, width
-    content_type = REPORTED_TYPES[im.format or ""]
-    prepared = None
-    if prepare_for is not None and (kept := _as_sent(im, data, prepare_for)) is None:
-        prepared = Prepared(prepare_for, *_converted(im, prepare_for))  # decodes it: the check
-    else:
-        _prove_it_decodes(im)
-        if prepare_for is not None and kept is not None:
-            prepared = Prepared(prepare_for, kept, content_type)
+    _check_size(len(data))
+    with _open(data) as im:
+        content_type, width, height = _described(im)
+        prepared = None
+        if prepare_for is not None and (kept := _as_sent(im, data, prepare_for)) is None:
+            prepared = Prepared(prepare_for, *_converted(im, prepare_for))  # decodes it: the check
+        else:
+            _prove_it_decodes(im)
+            if prepare_for is not None and kept is not None:
+                prepared = Prepared(prepare_for, kept, content_type)
     return UploadedImage(data, content_type, width, height, prepared)
 
 
 def read_uploaded_file(upload: UploadedFile, prepare_for: int | None = None) -> UploadedImage:
-    """A file part of a request checked like read_upload, refused by its declared size before it is read."""
+    """A file part of a request checked like read_upload, refused by its size before it is read.
+
+    Without prepare_for it is decoded straight from its file (on disk, for all but small
+    requests) and only the file is kept: its bytes are read when it is stored.
+    """
     if upload.size and upload.size > Conf.MAX_UPLOAD_BYTES:
         raise ImageRejected(f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB", 413, "ImageTooLarge")
-    return read_upload(upload.read(), prepare_for)
+    if prepare_for is not None:  # about to go to a backend, so its bytes are needed now anyway
+        return read_upload(upload.read(), prepare_for)
+    _check_size(upload.size or 0)
+    upload.seek(0)
+    with _open(upload) as im:  # closed at once: the decoded pixels go with it
+        content_type, width, height = _described(im)
+        _prove_it_decodes(im)
+    return UploadedImage(upload, content_type, width, height)
+
+
+def _check_size(size: int) -> None:
+    if not size:
+        raise ImageRejected("No image was uploaded.")
+    if size > Conf.MAX_UPLOAD_BYTES:
+        raise ImageRejected(
+            f"The image is {_megabytes(size)}; the limit is {_megabytes(Conf.MAX_UPLOAD_BYTES)}.",
+            status=413,
+            code="ImageTooLarge",
+        )
+
+
+def _described(im: Image.Image) -> tuple[str, int, int]:
+    """Its content type and its width and height as shown (after its EXIF orientation)."""
+    width, height = im.size
+    if _orientation(im) in QUARTER_TURNS:
+        width, height = height, width
+    return REPORTED_TYPES[im.format or ""], width, height
 
 
 def prepare(data: bytes, longest_side: int) -> tuple[bytes, str]:
@@ -148,10 +181,10 @@ def thumbnail(data: bytes, size: int = 320) -> bytes:
     return _encode(_render(_open(data), size), "WEBP", quality=Conf.THUMBNAIL_QUALITY)
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(source: bytes | IO[bytes]) -> Image.Image:
     """Parse the header only, refusing anything too big before its pixels are allocated."""
     with _refused_if_unreadable():
-        im = Image.open(io.BytesIO(data), formats=list(CONTENT_TYPES))
+        im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=list(CONTENT_TYPES))
         _check_pixels(*im.size)
     return im
 

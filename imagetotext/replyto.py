@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 METHODS = frozenset({"POST", "PUT", "PATCH"})
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -59,6 +60,7 @@ def parse(text: str) -> ReplyTo:
     if method not in METHODS:
         raise InvalidReplyTo(f"the method {method} is not one of {', '.join(sorted(METHODS))}")
     credentials, url = split_credentials(rest)
+    check_url(url)
     return ReplyTo(url=url, method=method, headers=credential_headers(credentials) if credentials else {})
 
 
@@ -71,6 +73,14 @@ def split_credentials(text: str) -> tuple[str, str]:
         if found and before:
             return before, scheme[1:] + after
     return "", text  # not a URL: the destination check says so
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL urllib cannot take apart (a malformed IPv6 literal such as http://[::1/, a bad port)."""
+    try:
+        urlsplit(url).port  # noqa: B018 - reading the port validates it
+    except ValueError as error:
+        raise InvalidReplyTo(f"the URL cannot be read: {error}") from None
 
 
 def credential_headers(credentials: str) -> dict[str, str]:

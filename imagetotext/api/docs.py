@@ -14,9 +14,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 
 from imagetotext.api.openapi import build_document
+from imagetotext.api.wire import methods
 
 Doc = dict[str, Any]
 
@@ -27,13 +28,15 @@ INLINE = [
 ]
 
 
-@require_GET
+@csrf_exempt  # GET only: a POST from elsewhere gets the 405, not a CSRF page
+@methods("GET")
 def openapi_json(request: HttpRequest) -> JsonResponse:
     """The OpenAPI document; public, like the page, so tools can fetch it without a key."""
     return JsonResponse(build_document(), json_dumps_params={"indent": 2, "ensure_ascii": False})
 
 
-@require_GET
+@csrf_exempt
+@methods("GET")
 def api_docs(request: HttpRequest) -> HttpResponse:
     """The same document as a page: contents, one section per operation, then the schemas."""
     doc = build_document()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
@@ -132,7 +133,7 @@ def find_job(request: ApiRequest) -> Job:
     jobs = Job.objects.owned_by(request.owner)
     job_id, ref_id = text_field(fields, "JobId"), text_field(fields, "RefId")
     if job_id:
-        if not job_id.isdigit():
+        if not (job_id.isascii() and job_id.isdigit()):  # isdigit() passes '²' and '٣', which int() misreads
             raise Refusal("JobId must be a number", field="JobId")
         job = jobs.filter(pk=int(job_id)).first()
     elif ref_id:
@@ -164,5 +165,6 @@ async def run_or_wait(job: Job) -> Job:
     return await wait_until_finished(job.pk, left)
 
 
-def status_url(request: HttpRequest, job: Job) -> str:
-    return request.build_absolute_uri(reverse("get-text-generation-status") + f"?RefId={job.ref_id}")
+def status_url(request: HttpRequest, job: Job, route: str = "get-text-generation-status") -> str:
+    """Where to ask for the job; the RefId is the client's own text, so it is URL-encoded."""
+    return request.build_absolute_uri(reverse(route) + "?" + urlencode({"RefId": job.ref_id}))

@@ -13,13 +13,12 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from agents.clients.ollama import GENERATE_KEYS
 from imagetotext.api.auth import ApiRequest, api_view
-from imagetotext.api.image_to_text import find_job, reply_to, run_or_wait
+from imagetotext.api.image_to_text import find_job, reply_to, run_or_wait, status_url
 from imagetotext.api.wire import json_body, lower_keys, methods, refusal_response, reply, response_status, text_field
 from imagetotext.conf import Conf
 from imagetotext.db_threads import arun
@@ -99,7 +98,7 @@ async def queue_ollama_generation(request: ApiRequest) -> JsonResponse:
         job = await arun(accept_generation, request, inner, fields, queued=True)
     except Refusal as refusal:
         return ollama_error(refusal)
-    url = request.build_absolute_uri(reverse("get-ollama-generation-status") + f"?RefId={job.ref_id}")
+    url = status_url(request, job, "get-ollama-generation-status")
     return reply({"id": job.pk, "refId": job.ref_id, "statusUrl": url})
 
 

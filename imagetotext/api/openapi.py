@@ -36,6 +36,8 @@ ServiceStack writes a TimeSpan: `PT2.5S`, `PT1M30S`. Members that are null are l
 **Errors** carry a ServiceStack `responseStatus`:
 `{{"responseStatus": {{"errorCode": "...", "message": "...", "errors": [{{"errorCode", "fieldName", "message"}}]}}}}`;
 `errors` names the offending field when there is one. The Ollama endpoints add Ollama's `error` member.
+A body larger than its route can need (one image of the size allowed, in base64 on the Ollama
+endpoints, plus 1 MB of fields) gets 413 before it is read; request headers over 16 kB get 431.
 
 **Callbacks.** A queued request may name a `ReplyTo` URL (public http/https addresses only). When the
 job ends, the server POSTs a `GenerationCallback` there, signed with
@@ -55,7 +57,9 @@ ERRORS = {
     404: "No such job for this key's owner.",
     405: "Wrong HTTP method (`NotSupportedException`).",
     413: f"The image is larger than {Conf.MAX_UPLOAD_BYTES // 2**20} MB or has more than "
-    f"{Conf.MAX_PIXELS:,} pixels (`ImageTooLarge`).",
+    f"{Conf.MAX_PIXELS:,} pixels (`ImageTooLarge`), or the request is larger than the route can need "
+    "(`RequestTooLarge`; refused from its Content-Length, before it is read).",
+    415: "The body is neither multipart/form-data, a form nor JSON (`UnsupportedMediaType`).",
     429: "This key or user spent its requests for the minute (`TooManyRequests`); wait `Retry-After` seconds.",
     500: "The job failed, was cancelled, or did not finish within "
     f"{Conf.SYNC_WAIT_SECONDS:g} s (`Timeout`); `message` says which.",
@@ -67,7 +71,7 @@ IMAGE_400 = (
     "the model cannot read images; ReplyTo is not a public http(s) URL."
 )
 LOOKUP_400 = "Neither JobId nor RefId given, or JobId is not a number (`ArgumentException`)."
-UPLOAD_ERRORS = (400, 401, 403, 404, 405, 413, 429)  # and 500 when the call waits for the job
+UPLOAD_ERRORS = (400, 401, 403, 404, 405, 413, 415, 429)  # and 500 when the call waits for the job
 LOOKUP_ERRORS = (400, 401, 403, 404, 405, 429)
 # Headers some error replies carry.
 ERROR_HEADERS = {401: "WWW-Authenticate", 405: "Allow", 429: "Retry-After"}
@@ -311,14 +315,17 @@ SCHEMAS: dict[str, Schema] = {
             "kind": field("string", "`ollama` or `comfyui`."),
             "task": field("string", "`vision`, `florence2` or `text`."),
             "acceptsImages": field("boolean", "Whether it can read images."),
-            "agents": array({"type": "string"}, "Agent names, highest priority first."),
+            "agents": array({"type": "string"}, "Agent names, highest priority first (staff callers only)."),
         },
     ),
     "ActiveAiModelsResponse": obj(
         "Models of enabled, online agents.",
         {
             "results": array({"type": "string"}, "Model names, sorted (AI Server's field)."),
-            "models": array(ref("ActiveAiModel"), "The same models with details (not in AI Server)."),
+            "models": array(
+                ref("ActiveAiModel"),
+                "The same models with details (not in AI Server; callers with a key or session only).",
+            ),
         },
     ),
     "GenerationCallback": obj(
@@ -526,9 +533,14 @@ def model_operations() -> dict[str, Any]:
     models = operation(
         "ActiveAiModels",
         "Models that can take work now",
-        "No API key needed.",
+        "No API key needed: anonymous callers get the model names, as from AI Server. With a key (or a "
+        "session) `models` adds each model's kind and task, and for staff the agents offering it.",
         {
             "200": ok("The models.", "ActiveAiModelsResponse", {"results": ["llava:7b", "microsoft/Florence-2-base"]}),
+            **errors(
+                (401, 403, 429),
+                e401="A key was sent, but it is unknown, expired or revoked (`Unauthorized`); send none instead.",
+            ),
             "400": {
                 "description": "Vision is not a boolean, or Provider is unknown.",
                 "content": content(ref("ErrorResponse")),

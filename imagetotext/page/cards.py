@@ -18,6 +18,8 @@ from imagetotext.dispatch import queue_position
 from imagetotext.models import FINISHED, Job, State
 
 CARDS_ON_PAGE = 20
+# What a card or history row shows of a job's text; the job's own page shows all of it.
+PREVIEW_CHARS = 4000
 # Finished this recently, a job's card is resent when a socket (re)connects.
 RESYNC_FINISHED_WITHIN = timedelta(minutes=10)
 CARD = "imagetotext/partials/job_card.html"
@@ -32,16 +34,36 @@ class Card:
     job: Job
     position: int | None = None
     notice: str = ""
+    full: bool = False  # on the job's own page: all of its text
+
+    @property
+    def text(self) -> str:
+        """The job's text as the card shows it: the start only, so a long answer keeps the page small."""
+        return preview(self.job.output) + "…" if self.cut else self.job.output
+
+    @property
+    def cut(self) -> bool:
+        """True when the card shows only the start; copying then fetches the whole text."""
+        return not self.full and len(self.job.output) > PREVIEW_CHARS
 
 
-def card(job: Job, notice: str = "") -> Card:
+def preview(text: str) -> str:
+    """The start of text, cut after a word where there is one near the limit."""
+    if len(text) <= PREVIEW_CHARS:
+        return text
+    start = text[:PREVIEW_CHARS]
+    space = start.rfind(" ", PREVIEW_CHARS - 200)
+    return start[:space] if space > 0 else start
+
+
+def card(job: Job, notice: str = "", full: bool = False) -> Card:
     waiting = job.state == State.QUEUED and job.agent_id is None
-    return Card(job, queue_position(job) if waiting else None, notice)
+    return Card(job, queue_position(job) if waiting else None, notice, full)
 
 
-def render_card(job: Job, notice: str = "") -> str:
+def render_card(job: Job, notice: str = "", full: bool = False) -> str:
     """The card, marked to replace the one with its id (an out-of-band swap)."""
-    return render_to_string(CARD, {"card": card(job, notice), "oob": True})
+    return render_to_string(CARD, {"card": card(job, notice, full), "oob": True})
 
 
 def render_new_card(job: Job) -> str:
@@ -49,9 +71,10 @@ def render_new_card(job: Job) -> str:
     return render_to_string(NEW_CARD, {"card": card(job)})
 
 
-def render_text(job_id: int, text: str) -> str:
-    """The streaming text area of a running job's card."""
-    return render_to_string(TEXT, {"job_id": job_id, "text": text})
+def render_text(job_id: int, text: str, full: bool = False) -> str:
+    """The streaming text area of a running job's card (its start, unless on the job's own page)."""
+    shown = text if full else preview(text)
+    return render_to_string(TEXT, {"job_id": job_id, "text": shown, "cut": len(shown) < len(text)})
 
 
 def users_jobs(user: Any) -> QuerySet[Job]:

@@ -42,7 +42,7 @@ class JobsConsumer(AsyncWebsocketConsumer):
     def resync(self, user: Any) -> str:
         """The cards of jobs that may have changed since the page was rendered, each replacing its own."""
         jobs = [job for job in cards.resync_jobs(user) if self.wants(job.pk)]
-        return "".join(cards.render_card(job) for job in jobs)
+        return "".join(cards.render_card(job, full=self.only_job is not None) for job in jobs)
 
     def wants(self, job_id: int) -> bool:
         return self.only_job is None or self.only_job == job_id
@@ -64,12 +64,14 @@ class JobsConsumer(AsyncWebsocketConsumer):
         job = cards.job_for(self.scope["user"], job_id)
         if job is None:
             return ""
-        # A new card is added only to the list page; the job page shows its one job.
-        return cards.render_new_card(job) if created and self.only_job is None else cards.render_card(job)
+        # A new card is added only to the list page; the job page shows its one job, all of its text.
+        if self.only_job is not None:
+            return cards.render_card(job, full=True)
+        return cards.render_new_card(job) if created else cards.render_card(job)
 
     async def job_text(self, event: dict[str, Any]) -> None:
         if self.wants(event["job_id"]):
-            await self.send(text_data=cards.render_text(event["job_id"], event["text"]))
+            await self.send(text_data=cards.render_text(event["job_id"], event["text"], self.only_job is not None))
 
 
 def job_in_query(query_string: bytes) -> int | None:

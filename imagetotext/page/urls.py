@@ -11,6 +11,7 @@ urlpatterns = [
     path("ImageToText", views.page, name="image-to-text"),
     path("ImageToText/jobs", views.submit, name="image-to-text-submit"),
     path("ImageToText/jobs/<int:job_id>", views.job_detail, name="image-to-text-job"),
+    path("ImageToText/jobs/<int:job_id>/text", views.job_text, name="image-to-text-job-text"),
     path("ImageToText/jobs/<int:job_id>/retry", views.retry, name="image-to-text-retry"),
     path("ImageToText/jobs/<int:job_id>/cancel", views.cancel, name="image-to-text-cancel"),
     path("ImageToText/jobs/<int:job_id>/delete", views.delete, name="image-to-text-delete"),

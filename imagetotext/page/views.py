@@ -6,16 +6,23 @@ job is created and changes. The htmx answers here carry only errors and notices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q
+from django.db.models.functions import Length, Substr
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -25,12 +32,14 @@ from imagetotext.errors import ImageRejected, Refusal
 from imagetotext.images import UploadedImage, read_uploaded_file
 from imagetotext.images import thumbnail as make_thumbnail
 from imagetotext.models import InvalidTransition, Job, StoredImage
-from imagetotext.page.cards import card, latest_cards, render_card
+from imagetotext.page.cards import PREVIEW_CHARS, card, latest_cards, render_card
 from imagetotext.page.forms import PRESETS, SubmitForm, model_groups, usable_models
 
 HISTORY_PAGE_SIZE = 20
 THUMBNAIL_SIZE = 320
 ERRORS = "imagetotext/partials/upload_errors.html"
+# Job ids as the page sends them: ASCII digits (str.isdigit also takes "²"), within a bigint.
+JOB_ID_DIGITS = 18
 
 
 class PageRequest(HttpRequest):
@@ -68,8 +77,39 @@ def render_page(request: HttpRequest, errors: list[str] | None = None, status: i
     return render(request, "imagetotext/page.html", context, status=status)
 
 
+def readable_body_errors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Read the form before the CSRF check, so a body Django cannot parse gets the page's own refusal.
+
+    CSRF's middleware reads request.POST first and answers a broken body with Django's bare 400;
+    so the view is exempt from the middleware and checked (csrf_protect) once the body is read.
+    """
+    protected = csrf_protect(view)
+
+    @wraps(view)
+    def read_first(request: PageRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if unreadable := body_refusal(request):
+            return refuse(request, [unreadable[0]], status=unreadable[1])
+        return protected(request, *args, **kwargs)
+
+    return csrf_exempt(read_first)
+
+
+def body_refusal(request: HttpRequest) -> tuple[str, int] | None:
+    """Why the request's form cannot be read (message, status), or None once it is read."""
+    try:
+        request.FILES.getlist("images")  # parses request.POST too
+    except RequestDataTooBig:
+        return "The request is too large for the server to read; send fewer or smaller images.", 413
+    except (TooManyFieldsSent, TooManyFilesSent):
+        return "The request has too many fields or files; send fewer images at once.", 400
+    except MultiPartParserError:
+        return "The request could not be read as a form of images.", 400
+    return None
+
+
 @login_required
 @require_POST
+@readable_body_errors
 def submit(request: PageRequest) -> HttpResponse:
     """One job per image sent (uploads, or stored images run again); nothing is written if any is refused.
 
@@ -107,13 +147,18 @@ def read_images(request: HttpRequest) -> tuple[list[UploadedImage | StoredImage]
             images.append(read_uploaded_file(upload))
         except ImageRejected as rejected:
             errors.append(f"{upload.name}: {rejected.message}")
-    again = [value for value in request.POST.getlist("again") if value.isdigit()]
+    again = [value for value in request.POST.getlist("again") if is_job_id(value)]
     for job in Job.objects.owned_by(request.user).filter(pk__in=again, image__isnull=False).select_related("image"):
         if job.image is not None:  # always, by the filter
             images.append(job.image)
     if not images and not errors:
         errors.append("Add at least one image: choose files, drop them on the page, or paste one.")
     return images, errors
+
+
+def is_job_id(value: str) -> bool:
+    """Anything else could never name a job; such values are ignored like the ids of others' jobs."""
+    return value.isascii() and value.isdigit() and len(value) <= JOB_ID_DIGITS
 
 
 def job_request(request: HttpRequest, form: SubmitForm) -> jobs.JobRequest:
@@ -126,10 +171,10 @@ def create(spec: jobs.JobSpec, image: UploadedImage | StoredImage) -> Job:
     return jobs.create_with_upload(spec, image)
 
 
-def refuse(request: PageRequest, errors: list[str]) -> HttpResponse:
+def refuse(request: PageRequest, errors: list[str], status: int = 400) -> HttpResponse:
     if request.htmx:
-        return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}), status=400)
-    return render_page(request, errors, status=400)
+        return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}), status=status)
+    return render_page(request, errors, status=status)
 
 
 # --- one job ---------------------------------------------------------------
@@ -138,7 +183,15 @@ def refuse(request: PageRequest, errors: list[str]) -> HttpResponse:
 @login_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = owned_job(request, job_id)
-    return render(request, "imagetotext/job.html", {"job": job, "card": card(job)})
+    return render(request, "imagetotext/job.html", {"job": job, "card": card(job, full=True)})
+
+
+@login_required
+def job_text(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The job's whole text, for copying from a card that shows only its start."""
+    response = HttpResponse(owned_job(request, job_id).output, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "private, no-cache"
+    return response
 
 
 @login_required
@@ -179,7 +232,13 @@ def delete(request: PageRequest, job_id: int) -> HttpResponse:
         image.file.delete(save=False)
     if request.htmx:
         return HttpResponse("")
-    return redirect(request.POST.get("next") or "image-to-text-history")
+    return redirect(same_site(request, request.POST.get("next", "")) or "image-to-text-history")
+
+
+def same_site(request: HttpRequest, url: str) -> str:
+    """url if it stays on this site, else "": a form's next= must not send the user elsewhere."""
+    allowed = url_has_allowed_host_and_scheme(url, {request.get_host()}, require_https=request.is_secure())
+    return url if allowed else ""
 
 
 @login_required
@@ -207,7 +266,12 @@ def history(request: HttpRequest) -> HttpResponse:
     """The user's past requests, newest first, searchable by text, model and tag."""
     mine = Job.objects.owned_by(request.user)
     query, model, tag = (request.GET.get(name, "").strip() for name in ("q", "model", "tag"))
-    found = mine.select_related("image", "agent")
+    # A row shows the start of the text: the rest stays in the database.
+    found = (
+        mine.select_related("image", "agent")
+        .defer("output")
+        .annotate(output_head=Substr("output", 1, PREVIEW_CHARS), output_length=Length("output"))
+    )
     if query:
         found = found.filter(Q(prompt__icontains=query) | Q(output__icontains=query) | Q(error__icontains=query))
     if model:
@@ -222,6 +286,7 @@ def history(request: HttpRequest) -> HttpResponse:
         "models": mine.order_by("model").values_list("model", flat=True).distinct(),
         "tags": mine.exclude(tag="").order_by("tag").values_list("tag", flat=True).distinct(),
         "filters": request.GET.copy(),
+        "preview_chars": PREVIEW_CHARS,
     }
     context["filters"].pop("page", None)
     return render(request, "imagetotext/history.html", context)

@@ -160,19 +160,52 @@
 
   // --- copy ------------------------------------------------------------------
 
+  // A card that shows only the start of a long text fetches the whole of it (data-copy-url).
   document.addEventListener("click", async (event) => {
-    const button = event.target.closest("[data-copy-from]");
+    const button = event.target.closest("[data-copy-from], [data-copy-url]");
     if (!button) return;
-    const text = document.getElementById(button.dataset.copyFrom).value;
+    const label = button.textContent;
+    try {
+      if (button.dataset.copyUrl) {
+        await copyFetched(button.dataset.copyUrl);
+      } else {
+        await copyText(document.getElementById(button.dataset.copyFrom).value);
+      }
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Could not copy";
+    }
+    setTimeout(() => { button.textContent = label; }, 1500);
+  });
+
+  async function copyText(text) {
     try {
       await navigator.clipboard.writeText(text);
     } catch {
       copyBySelection(text);
     }
-    const label = button.textContent;
-    button.textContent = "Copied";
-    setTimeout(() => { button.textContent = label; }, 1500);
-  });
+  }
+
+  async function fetchedText(url) {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${response.status}`);
+    return response.text();
+  }
+
+  async function copyFetched(url) {
+    // Handing the clipboard a promise keeps the click's permission while the text loads
+    // (Safari insists); where ClipboardItem is missing, fetch first and copy after.
+    if (window.ClipboardItem && navigator.clipboard?.write) {
+      const blob = fetchedText(url).then((text) => new Blob([text], { type: "text/plain" }));
+      try {
+        await navigator.clipboard.write([new ClipboardItem({ "text/plain": blob })]);
+        return;
+      } catch {
+        // fall through: copy the text the other way
+      }
+    }
+    await copyText(await fetchedText(url));
+  }
 
   function copyBySelection(text) {
     const area = Object.assign(document.createElement("textarea"), { value: text });

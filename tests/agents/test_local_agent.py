@@ -141,7 +141,8 @@ def test_an_image_without_text_is_an_empty_result_not_an_error(api_client: Clien
 # --- offering and switching off ---------------------------------------------------------------
 
 
-def test_active_models_list_local_ocr_as_a_local_vision_model(client: Client, local_agent: Agent) -> None:
+def test_active_models_list_local_ocr_as_a_local_vision_model(client: Client, local_agent: Agent, admin_user) -> None:
+    client.force_login(admin_user)  # only staff see the agents offering a model
     response = client.get("/api/ActiveAiModels?Vision=true")
 
     assert response.status_code == 200

@@ -17,6 +17,13 @@ def agent_with(name: str, kind: str, models: list[tuple[str, str]], online: bool
 
 
 @pytest.fixture
+def staff_client(client: Client, django_user_model) -> Client:
+    """Only staff see which agents offer a model (anonymous callers get the names only)."""
+    client.force_login(django_user_model.objects.create_user("ops", "ops@example.com", "pw", is_staff=True))
+    return client
+
+
+@pytest.fixture
 def agents() -> None:
     agent_with("gpu", Kind.OLLAMA, [("llava:7b", Capability.VISION), ("llama3.2:3b", Capability.TEXT)])
     agent_with("comfy", Kind.COMFYUI, [("microsoft/Florence-2-base", Capability.FLORENCE2)])
@@ -40,17 +47,17 @@ def test_query_keys_are_case_insensitive(client: Client, agents: None) -> None:
     assert response.json()["results"] == ["llava:7b", "microsoft/Florence-2-base"]
 
 
-def test_each_entry_names_its_agent_kind_for_grouping(client: Client, agents: None) -> None:
-    entries = {e["name"]: e for e in client.get("/api/ActiveAiModels?Vision=true").json()["models"]}
+def test_each_entry_names_its_agent_kind_for_grouping(staff_client: Client, agents: None) -> None:
+    entries = {e["name"]: e for e in staff_client.get("/api/ActiveAiModels?Vision=true").json()["models"]}
     assert entries["llava:7b"]["kind"] == "ollama"
     assert entries["microsoft/Florence-2-base"]["kind"] == "comfyui"
     assert entries["microsoft/Florence-2-base"]["task"] == "florence2"
     assert entries["llava:7b"]["agents"] == ["gpu"]
 
 
-def test_a_model_on_two_agents_is_listed_once_with_both(client: Client, agents: None) -> None:
+def test_a_model_on_two_agents_is_listed_once_with_both(staff_client: Client, agents: None) -> None:
     agent_with("gpu2", Kind.OLLAMA, [("llava:7b", Capability.VISION)], priority=5)
-    entries = client.get("/api/ActiveAiModels?Vision=true").json()["models"]
+    entries = staff_client.get("/api/ActiveAiModels?Vision=true").json()["models"]
     llava = [e for e in entries if e["name"] == "llava:7b"]
     assert len(llava) == 1
     assert llava[0]["agents"] == ["gpu2", "gpu"]

@@ -225,8 +225,8 @@ def test_a_florence_model_through_ollama_generation_replies_as_documented(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_active_ai_models_replies_as_documented(client: Client, ollama_agent) -> None:
-    response = client.get("/api/ActiveAiModels?Vision=true")
+def test_active_ai_models_replies_as_documented(api_client: Client, ollama_agent) -> None:
+    response = api_client.get("/api/ActiveAiModels?Vision=true")
 
     assert response.status_code == 200
     assert assert_documented(response, "/api/ActiveAiModels", "get")["models"]

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 from collections.abc import Callable
 
 import pytest
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin
 
-from imagetotext.images import ImageRejected, _jpeg_without_metadata, _png_without_metadata, prepare, read_upload
+from imagetotext.images import (
+    ImageRejected,
+    _jpeg_without_metadata,
+    _png_without_metadata,
+    prepare,
+    read_upload,
+    read_uploaded_file,
+)
 from tests.jobs.test_images import decoded, encode, loading_forbidden, marked  # noqa: F401 (a fixture)
 
 RED = (255, 0, 0)
@@ -336,6 +345,38 @@ def test_a_truncated_png_is_still_refused_at_upload() -> None:
     source = encode(noisy((600, 400)), "PNG")
     with pytest.raises(ImageRejected):
         read_upload(source[: len(source) * 9 // 10])
+
+
+# Uploads spooled to disk
+
+
+def spooled(data: bytes) -> TemporaryUploadedFile:
+    """A file part as Django leaves a large one: in a temporary file."""
+    upload = TemporaryUploadedFile("photo.jpg", "image/jpeg", len(data), None)
+    upload.write(data)
+    upload.seek(0)
+    return upload
+
+
+def test_an_upload_on_disk_is_checked_without_reading_its_bytes_into_memory() -> None:
+    data = encode(noisy((3000, 2000)), "JPEG", quality=95)
+    with spooled(data) as upload:
+        tracemalloc.start()
+        try:
+            image = read_uploaded_file(upload)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < len(data) // 4
+        # Its bytes are read when it is stored, exactly as uploaded.
+        assert (image.content_type, image.width, image.height) == ("image/jpeg", 3000, 2000)
+        assert image.data == data
+
+
+def test_a_broken_upload_on_disk_is_still_refused() -> None:
+    data = encode(noisy((600, 400)), "JPEG")
+    with spooled(data[: len(data) * 9 // 10]) as upload, pytest.raises(ImageRejected):
+        read_uploaded_file(upload)
 
 
 # Deep colour

@@ -333,3 +333,11 @@ def test_the_thumbnail_is_upright() -> None:
     im = decoded(thumbnail(rotated_jpeg(marked((800, 400)), 6)))
     assert im.size == (320, 160)
     assert is_red(im.getpixel((10, 10))) and is_white(im.getpixel((310, 10)))
+
+
+def test_the_thumbnail_of_a_sixteen_bit_grey_png_is_a_gradient_not_white() -> None:
+    gradient = Image.new("I", (256, 8))
+    gradient.putdata([x * 257 for _ in range(8) for x in range(256)])
+    im = decoded(thumbnail(encode(gradient.convert("I;16"), "PNG"), 256))
+    greys = [im.getpixel((x, 4))[0] for x in (0, 64, 128, 255)]
+    assert all(abs(grey - want) <= 3 for grey, want in zip(greys, (0, 64, 128, 255), strict=True)), greys
