@@ -73,7 +73,10 @@ class JobAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Callback", {"fields": ["callback_destination", "reply_state"], "classes": ["collapse"]}),
+        (
+            "Callback",
+            {"fields": ["callback_destination", "reply_state", "callback_deliveries"], "classes": ["collapse"]},
+        ),
         ("Backend reply", {"fields": ["result"], "classes": ["collapse"]}),
     ]
     inlines = [CallbackAttemptInline]
@@ -98,6 +101,12 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="ReplyTo")
     def callback_destination(self, job: Job) -> str:
         return destination(job) if job.reply_to else "—"
+
+    @admin.display(description="deliveries")
+    def callback_deliveries(self, job: Job) -> str:
+        """Each delivery the job's ends owed (its key, and how far it got); the attempts are listed below."""
+        owed = job.callback_deliveries.order_by("pk")
+        return "\n".join(f"{delivery.key}: {delivery.summary}" for delivery in owed) or "—"  # a line each
 
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:

@@ -1,12 +1,18 @@
 """Web callbacks (ReplyTo): build and sign a finished job's result, guard the address, deliver it.
 
-Each time a job ends it gets one delivery: a random idempotency key, sent on every attempt
-of that delivery so a receiver can drop the repeats. An attempt is delivered (2xx), failed
+Each time a job ends it owes one delivery: a CallbackDelivery row written in the transaction
+that ends the job (an outbox), so no crash can lose it, with a random idempotency key sent on
+every attempt so a receiver can drop the repeats. An attempt is delivered (2xx), failed
 (nothing or not all of it was sent, or the receiver said no) or unknown (all of it was sent,
-then no answer: the receiver may have it). Retries are ours (django-q2 never re-delivers a
-task here): each attempt not delivered leaves a one-off Schedule for the next one, carrying
-the key. django-q2 1.11 looks at schedules about every 30 seconds, so a retry runs between
-its backoff delay and roughly 30 seconds after it.
+then no answer: the receiver may have it).
+
+django-q2 hands out a task at most once here, so the outbox, not the broker, makes sure each
+delivery is made. Whoever makes an attempt first claims it: a conditional update that moves
+the delivery's due time past the longest an attempt can take. A delivery is enqueued once it
+is committed, and after an attempt not delivered it is due again after its backoff;
+send_overdue(), called by every process's lease heartbeat and the scheduled safety net,
+enqueues what is due: a retry, or a delivery whose task or sender was lost (its claim ran out).
+So every delivery is made at least once, one process at a time, a repeat always with its key.
 """
 
 from __future__ import annotations
@@ -18,23 +24,30 @@ import json
 import logging
 import socket
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
+from django.db import transaction
 from django.utils import timezone
-from django_q.models import Schedule
 from django_q.tasks import async_task
 
 from imagetotext.conf import Conf
-from imagetotext.models import CallbackAttempt, Job, Outcome, State
+from imagetotext.models import FINISHED, CallbackAttempt, CallbackDelivery, DeliveryState, Job, Outcome, State
 from imagetotext.replyto import InvalidReplyTo, ReplyTo, parse
 
 logger = logging.getLogger(__name__)
 
-TASK = "imagetotext.callbacks.deliver"
+TASK = "imagetotext.callbacks.send_delivery"
+# An attempt's claim outlasts its request: httpx times the connect, the write and the read each
+# on their own (Conf.CALLBACK_TIMEOUT apiece), and the name is resolved before that.
+CLAIM_MARGIN_SECONDS = 10
+# Deliveries send_overdue enqueues per call, so a heartbeat after an outage stays short.
+OVERDUE_BATCH = 200
 USER_AGENT = "ImageToTextServer-Callback/1.0"
 CALLBACK_ID_HEADER = "X-Callback-Id"
 ATTEMPT_HEADER = "X-Callback-Attempt"
@@ -221,49 +234,139 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def deliver(job_id: int, number: int = 1, key: str = "") -> None:
-    """The django-q2 task: attempt `number` of the delivery `key` (a new delivery without one)."""
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None or not job.reply_to or not job.finished or number > Conf.CALLBACK_ATTEMPTS:
+def owing(state: str) -> AbstractContextManager[object]:
+    """Where a job's end is saved: in a transaction of its own unless the caller holds one, so the
+    end and the delivery it owes are committed together."""
+    if state in FINISHED and not transaction.get_connection().in_atomic_block:
+        return transaction.atomic()
+    return nullcontext()
+
+
+def owe(job: Job) -> CallbackDelivery | None:
+    """Record the delivery a job that just ended owes its ReplyTo; call in the transaction that ends it.
+
+    The key is made and stored here, so every attempt sends it whichever process makes it. The
+    delivery is enqueued once committed, and claimed until then: nobody else sends it meanwhile.
+    """
+    if not job.reply_to:
+        return None
+    delivery = CallbackDelivery.objects.create(job=job, key=new_key(), due_at=claim_end())
+    # Robust: if the broker is away, the delivery is sent once its claim runs out (send_overdue).
+    transaction.on_commit(partial(enqueue, delivery.pk, 1), robust=True)
+    return delivery
+
+
+def claim_end() -> datetime:
+    return timezone.now() + timedelta(seconds=3 * Conf.CALLBACK_TIMEOUT + CLAIM_MARGIN_SECONDS)
+
+
+def enqueue(delivery_id: int, number: int) -> None:
+    async_task(TASK, delivery_id, number)
+
+
+def send_overdue() -> int:
+    """Enqueue each delivery that is due: a retry, or one whose task or sender was lost; returns how many.
+
+    Cheap when nothing is due (one query on an index), and safe from many processes at once:
+    each delivery is taken by a conditional update on the due time read, so one caller
+    enqueues it, and holds it for as long as a claim lasts in case that task is lost too.
+    """
+    enqueued = 0
+    for pk, due_at, attempts in overdue():
+        if CallbackDelivery.objects.filter(pk=pk, due_at=due_at).update(due_at=claim_end()):
+            enqueue(pk, attempts + 1)
+            enqueued += 1
+    return enqueued
+
+
+def overdue() -> list[tuple[int, datetime | None, int]]:
+    """The deliveries due now, oldest first: id, due time and attempts made."""
+    due = CallbackDelivery.objects.filter(due_at__lte=timezone.now(), state=DeliveryState.PENDING).order_by("due_at")
+    return list(due.values_list("pk", "due_at", "attempts")[:OVERDUE_BATCH])
+
+
+def send_delivery(delivery_id: int, number: int) -> None:
+    """The django-q2 task: make attempt `number` of a delivery, unless another process claimed it first."""
+    delivery = claim(delivery_id, number)
+    if delivery is not None:
+        note_lost_attempt(delivery, number)
+        make_attempt(delivery, number)
+
+
+def make_attempt(delivery: CallbackDelivery, number: int) -> None:
+    """Attempt `number` of a claimed delivery, recorded; none if the job has run again or no attempt is left."""
+    job = delivery.job
+    if not job.finished or job.callback_deliveries.filter(pk__gt=delivery.pk).exists():
+        settle(delivery, number, state=DeliveryState.SUPERSEDED)  # its new end owes a new delivery
         return
-    key = delivery_key(job, number, key)
-    if not key:
+    if number > Conf.CALLBACK_ATTEMPTS:  # the last attempt's sender died (or the limit was lowered)
+        settle(delivery, number, state=DeliveryState.GIVEN_UP)
         return
     try:
         reply = parse(job.reply_to)
         addresses = check_destination(reply.url)
     except (InvalidReplyTo, CallbackRefused) as refused:
         # Permanent: retrying will not make the address public.
-        record(job, number, key, Result(Outcome.FAILED, error=str(refused)))
+        record(delivery, number, Result(Outcome.FAILED, error=str(refused)), final=True)
         return
-    result = attempt(job, reply, addresses, number, key)
-    record(job, number, key, result)
-    if result.outcome != Outcome.DELIVERED and number < Conf.CALLBACK_ATTEMPTS:
-        schedule_retry(job, number, key)
+    record(delivery, number, attempt(job, reply, addresses, number, delivery.key))
 
 
-def delivery_key(job: Job, number: int, key: str) -> str:
-    """The key this attempt sends; empty when the job was run again since and its new delivery began.
+def claim(delivery_id: int, number: int) -> CallbackDelivery | None:
+    """Take attempt `number` if it is still to be made (a conditional update); the delivery, or None."""
+    unclaimed = CallbackDelivery.objects.filter(pk=delivery_id, state=DeliveryState.PENDING, attempts=number - 1)
+    if not unclaimed.update(attempts=number, due_at=claim_end()):
+        return None
+    return CallbackDelivery.objects.select_related("job").filter(pk=delivery_id).first()
 
-    A retry without a key (scheduled before keys existed) goes on with the latest delivery's.
+
+def settle(delivery: CallbackDelivery, number: int, **changes: Any) -> None:
+    """Change the delivery while attempt `number` is still the one claimed.
+
+    A sender slower than its claim must not decide for the process that took over from it,
+    unless its attempt was delivered: then nothing more needs sending, whoever holds it now.
     """
-    if number == 1:
-        return key or new_key()
-    latest = job.callback_attempts.order_by("-pk").values_list("idempotency_key", flat=True).first() or ""
-    if key and latest and key != latest:
-        return ""  # superseded: the new delivery carries the result now
-    return key or latest or new_key()
+    current = CallbackDelivery.objects.filter(pk=delivery.pk, state=DeliveryState.PENDING)
+    if changes.get("state") != DeliveryState.DELIVERED:
+        current = current.filter(attempts=number)
+    if "state" in changes:
+        changes["due_at"] = None  # settled: off the index of work to do
+    current.update(**changes)
 
 
-def record(job: Job, number: int, key: str, result: Result) -> CallbackAttempt:
+def note_lost_attempt(delivery: CallbackDelivery, number: int) -> None:
+    """The previous attempt's process died before recording it (its claim ran out): say so on the job."""
+    previous = number - 1
+    made = delivery.job.callback_attempts.filter(number=previous, idempotency_key=delivery.key)
+    if previous and not made.exists():
+        error = "The process making this attempt stopped before it recorded what came of it."
+        record_attempt(delivery, previous, Result(Outcome.UNKNOWN, error=error))
+
+
+def record(delivery: CallbackDelivery, number: int, result: Result, final: bool = False) -> CallbackAttempt:
+    """Keep the attempt, and settle the delivery or make it due again after the backoff, together."""
+    if result.outcome == Outcome.DELIVERED:
+        changes: dict[str, Any] = {"state": DeliveryState.DELIVERED}
+    elif final or number >= Conf.CALLBACK_ATTEMPTS:
+        changes = {"state": DeliveryState.GIVEN_UP}
+    else:
+        changes = {"due_at": timezone.now() + retry_delay(number)}
+    with transaction.atomic():
+        row = record_attempt(delivery, number, result)
+        settle(delivery, number, **changes)
+    return row
+
+
+def record_attempt(delivery: CallbackDelivery, number: int, result: Result) -> CallbackAttempt:
     """Keep one row per attempt, and log those not delivered."""
+    job = delivery.job
     if result.outcome != Outcome.DELIVERED:
         outcome = "may not have arrived" if result.outcome == Outcome.UNKNOWN else "failed"
         logger.warning("Callback %s of job %s to %s %s: %s", number, job.pk, destination(job), outcome, result.error)
     return CallbackAttempt.objects.create(
         job=job,
         number=number,
-        idempotency_key=key,
+        idempotency_key=delivery.key,
         outcome=result.outcome,
         status_code=result.status_code,
         error=result.error,
@@ -283,26 +386,18 @@ def retry_delay(failed_number: int) -> timedelta:
     return timedelta(seconds=Conf.CALLBACK_BACKOFF_SECONDS * 2 ** (failed_number - 1))
 
 
-def schedule_retry(job: Job, failed_number: int, key: str) -> Schedule:
-    """A one-off Schedule, not a sleep: a sleeping worker could run no image jobs meanwhile.
+def deliver(job_id: int, number: int = 1, key: str = "") -> None:
+    """Tasks and retry Schedules stored by the version before the outbox (job, attempt, key): owe
+    the rest of that delivery now, and make the attempt.
 
-    The key is in the stored arguments, so the retry sends it whichever process runs it, and when.
+    A retry without a key (stored before keys existed) goes on with the latest attempt's.
     """
-    following = failed_number + 1
-    return Schedule.objects.create(
-        name=f"Callback {following} of job {job.pk}",
-        func=TASK,
-        args=f"{job.pk}, {following}, {key!r}",
-        schedule_type=Schedule.ONCE,
-        repeats=-1,  # a ONCE schedule with negative repeats is deleted after it fires
-        next_run=timezone.now() + retry_delay(failed_number),
-    )
-
-
-def queue_callback(job: Job) -> None:
-    """Enqueue a new delivery when a job ends; call after its final state is committed.
-
-    The key is made here, not in the task, so the broker keeps it should the task run twice.
-    """
-    if job.reply_to:
-        async_task(TASK, job.pk, 1, new_key())
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or not job.reply_to or not job.finished or job.callback_deliveries.exists():
+        return  # gone, running again, or owed by the outbox already
+    latest = job.callback_attempts.order_by("-pk").values_list("idempotency_key", flat=True).first() or ""
+    if number > 1 and key and latest and key != latest:
+        return  # superseded: the job was run again and called back anew
+    key = key or (latest if number > 1 else "") or new_key()
+    delivery = CallbackDelivery.objects.create(job=job, key=key, attempts=number, due_at=claim_end())  # claimed
+    make_attempt(delivery, number)

@@ -1,7 +1,8 @@
 """A job's life: submitted, run elsewhere, then completed, failed, cancelled or retried.
 
 Every change goes through Job.move_to and is followed by a live update; a job
-that ends with a ReplyTo URL gets its callback queued.
+that ends with a ReplyTo URL owes its callback, recorded in the same transaction
+(imagetotext.callbacks).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from django.utils import timezone
 from agents.clients import florence
 from agents.models import Agent, AgentModel, Capability
 from imagetotext import leases
-from imagetotext.callbacks import queue_callback
+from imagetotext.callbacks import owe, owing
 from imagetotext.conf import Conf
 from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
 from imagetotext.errors import Refusal
@@ -217,15 +218,16 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
 
 
 def change(job: Job, state: str, **fields: Any) -> None:
-    """Move the job, tell listeners, and queue its callback when it ended."""
-    job.move_to(state, **fields)
+    """Move the job, tell listeners, and owe its callback when it ended."""
+    with owing(state):  # the end and the callback it owes are committed together, or neither
+        job.move_to(state, **fields)
+        if job.finished:
+            owe(job)
     # Once committed, as a listener reads the job when it hears of the change (outside a transaction: at once).
     moved_to = job.state
     transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, moved_to))
     if job.finished:
         log_outcome(job)
-        # After commit, so a worker on another broker never reads the job before it ended.
-        transaction.on_commit(lambda: queue_callback(job))
 
 
 def log_outcome(job: Job) -> None:

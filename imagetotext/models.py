@@ -171,7 +171,7 @@ class Job(models.Model):
         if state not in TRANSITIONS[previous]:
             raise InvalidTransition(f"A {previous} job cannot become {state}")
         now = timezone.now()
-        changes: dict[str, Any] = {"state": state, "status": fields.pop("status", state)}
+        changes: dict[str, Any] = {"state": state, "status": fit(fields.pop("status", state), STATUS_MAX_LENGTH)}
         if state == State.QUEUED:
             changes["queued_at"] = now
         elif state == State.STARTED:
@@ -189,6 +189,14 @@ class Job(models.Model):
             raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
         for name, value in changes.items():
             setattr(self, name, value)
+
+
+STATUS_MAX_LENGTH = Job._meta.get_field("status").max_length or 200
+
+
+def fit(text: str, length: int) -> str:
+    """Text cut to a column's length (a backend's error can be long), marked as cut."""
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 class FailedJob(Job):
@@ -277,6 +285,43 @@ class CallbackAttempt(models.Model):
     @property
     def delivered(self) -> bool:
         return self.outcome == Outcome.DELIVERED
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "Pending"  # owed: an attempt is due, running, or waits for its backoff
+    DELIVERED = "Delivered"
+    GIVEN_UP = "GivenUp", "Given up"  # the last attempt was not delivered, or the ReplyTo is refused
+    SUPERSEDED = "Superseded"  # the job was run again: its new end owes a new delivery
+
+
+class CallbackDelivery(models.Model):
+    """A callback owed to a job's ReplyTo: written in the transaction that ends the job, so a crash
+    cannot lose it, and sent (at least once, always with its key) by whoever claims it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="callback_deliveries")
+    # Sent as Idempotency-Key on each of its attempts.
+    key = models.CharField(max_length=36)
+    state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING)
+    # Attempts claimed so far: one that was claimed counts even if its process died sending it.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    # While pending, the next time anyone may claim it: after a backoff, or when the claim of
+    # the process sending it runs out (it died). Empty once settled, so the index holds only work.
+    due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "callback deliveries"
+
+    def __str__(self) -> str:
+        return f"Callback delivery {self.key} of job {self.job_id}"
+
+    @property
+    def summary(self) -> str:
+        made = f"{self.attempts} attempt{'' if self.attempts == 1 else 's'}"
+        if self.state == DeliveryState.PENDING:
+            due = timezone.localtime(self.due_at).strftime("%H:%M:%S") if self.due_at else "?"
+            return f"Pending after {made}, next at {due}"
+        return f"{self.get_state_display()} after {made}"
 
 
 def store_image(data: bytes, content_type: str, width: int, height: int) -> tuple[StoredImage, bool]:

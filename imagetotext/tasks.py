@@ -28,6 +28,7 @@ from agents.clients.registry import client_for
 from agents.health import check_agent
 from agents.models import Agent, Kind
 from imagetotext import db_threads, images, leases
+from imagetotext.callbacks import send_overdue
 from imagetotext.conf import Conf
 from imagetotext.db_threads import hold_no_connection
 from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over, work_to_assign
@@ -179,6 +180,7 @@ def reclaim() -> None:
     """The heartbeat's second half: take up the jobs of processes that died, and run them here."""
     if db_threads.run(take_up_expired):
         db_threads.run(dispatch, take_here)
+    db_threads.run(send_overdue)  # callbacks due, or whose sender died
 
 
 def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
@@ -323,4 +325,5 @@ def dispatch_periodically() -> list[int]:
         log.warning("Took up %d jobs whose process stopped", taken)
     if expired := expire_unservable():
         log.warning("Gave up on %d jobs whose model no active agent offers", expired)
+    send_overdue()  # callbacks due, or whose sender died
     return dispatch()

@@ -1,12 +1,12 @@
 """ReplyTo callbacks: signed bodies over real HTTP, retries with backoff, and refusal of private hosts.
 
 Only loopback is ever contacted: refused destinations and "public" hosts are sent through an
-httpx MockTransport, so a broken guard fails the test instead of reaching the network.
+httpx MockTransport, so a broken guard fails the test instead of reaching the network. The
+broker is replaced by a list (`broker`), so each test decides when a worker takes a task.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import hmac
 import json
@@ -22,12 +22,11 @@ from typing import Any
 import httpx
 import pytest
 from django.utils import timezone
-from django_q.models import Schedule
 
-from imagetotext import callbacks
-from imagetotext.callbacks import CallbackRefused, check_destination, deliver, queue_callback
+from imagetotext import callbacks, jobs
+from imagetotext.callbacks import CallbackRefused, check_destination, owe, send_delivery, send_overdue
 from imagetotext.conf import Conf
-from imagetotext.models import CallbackAttempt, Job, Outcome
+from imagetotext.models import CallbackAttempt, CallbackDelivery, DeliveryState, Job, Outcome, State
 
 SECRET = "test-callback-secret"
 
@@ -142,18 +141,77 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
     monkeypatch.setattr(callbacks.socket, "getaddrinfo", getaddrinfo)
 
 
+@dataclass
+class Broker:
+    """Stands in for django-q2's broker: keeps the tasks enqueued; run() is a worker taking them."""
+
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    lose: bool = False  # the process dies before its enqueue reaches the broker
+    inline: bool = False  # a worker takes each task at once, in the enqueuing thread
+
+    def enqueue(self, func: str, *args: Any, **kwargs: Any) -> None:
+        assert func == callbacks.TASK
+        if self.inline:
+            send_delivery(*args)
+        elif not self.lose:
+            self.tasks.append(args)
+
+    def run(self) -> None:
+        while self.tasks:
+            send_delivery(*self.tasks.pop(0))
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Broker:
+    queue = Broker()
+    monkeypatch.setattr(callbacks, "async_task", queue.enqueue)
+    return queue
+
+
 def finished_job(owner: Any, reply_to: str, state: str = "Completed", **fields: Any) -> Job:
     job = Job.objects.create(owner=owner, model="llava:7b", reply_to=reply_to, reply_state="client-42")
     Job.objects.filter(pk=job.pk).update(state=state, finished_at=timezone.now(), **fields)
     return Job.objects.get(pk=job.pk)
 
 
+def deliver_first(job: Job) -> CallbackDelivery:
+    """Owe the job's delivery and make its first attempt, as the task enqueued on commit does."""
+    delivery = owe(job)
+    assert delivery is not None
+    send_delivery(delivery.pk, 1)
+    delivery.refresh_from_db()
+    return delivery
+
+
+def time_passes(delivery: CallbackDelivery) -> None:
+    """Its backoff (or claim) has run out."""
+    CallbackDelivery.objects.filter(pk=delivery.pk).update(due_at=timezone.now() - timedelta(milliseconds=1))
+
+
+def run_next_retry(delivery: CallbackDelivery, broker: Broker) -> None:
+    """What a heartbeat does once the retry is due: enqueue it; then a worker makes the attempt."""
+    time_passes(delivery)
+    assert send_overdue() == 1
+    broker.run()
+    delivery.refresh_from_db()
+
+
+def run_due_retries(delivery: CallbackDelivery, broker: Broker) -> None:
+    while delivery.state == DeliveryState.PENDING:
+        run_next_retry(delivery, broker)
+
+
 def attempts(job: Job) -> list[CallbackAttempt]:
-    return list(job.callback_attempts.order_by("number"))
+    return list(job.callback_attempts.order_by("number", "pk"))
 
 
-def retries(job: Job) -> list[Schedule]:
-    return list(Schedule.objects.filter(func=callbacks.TASK, args__startswith=f"{job.pk},").order_by("next_run"))
+def retry_due_in(delivery: CallbackDelivery) -> timedelta | None:
+    """How long until the next attempt, or None when no attempt will follow."""
+    delivery.refresh_from_db()
+    if delivery.state != DeliveryState.PENDING:
+        return None
+    assert delivery.due_at is not None
+    return delivery.due_at - timezone.now()
 
 
 # Delivery ---------------------------------------------------------------------------------
@@ -162,7 +220,7 @@ def retries(job: Job) -> list[Schedule]:
 @pytest.mark.django_db
 def test_it_posts_a_completed_jobs_text_with_a_valid_signature(admin_user: Any, receiver: Receiver) -> None:
     job = finished_job(admin_user, receiver.url, output="A wolf by a lake")
-    deliver(job.pk)
+    delivery = deliver_first(job)
 
     [request] = receiver.requests
     assert request.path == "/hook?x=1"
@@ -181,9 +239,9 @@ def test_it_posts_a_completed_jobs_text_with_a_valid_signature(admin_user: Any, 
     assert "ImageToText" in request.headers["User-Agent"]
     [attempt] = attempts(job)
     assert (attempt.number, attempt.status_code, attempt.outcome, attempt.error) == (1, 200, Outcome.DELIVERED, "")
-    assert request.headers["Idempotency-Key"] == f'"{attempt.idempotency_key}"'
-    assert uuid.UUID(attempt.idempotency_key)
-    assert retries(job) == []
+    assert request.headers["Idempotency-Key"] == f'"{delivery.key}"' == f'"{attempt.idempotency_key}"'
+    assert uuid.UUID(delivery.key)
+    assert (delivery.state, delivery.attempts, delivery.due_at) == (DeliveryState.DELIVERED, 1, None)
 
 
 @pytest.mark.django_db
@@ -193,7 +251,7 @@ def test_a_token_before_the_url_is_sent_as_a_bearer_token_and_kept_out_of_the_lo
     receiver.status = 500
     job = finished_job(admin_user, "tok-123@" + receiver.url)
 
-    deliver(job.pk)
+    deliver_first(job)
 
     [request] = receiver.requests
     assert request.method == "POST" and request.path == "/hook?x=1"
@@ -206,7 +264,7 @@ def test_a_token_before_the_url_is_sent_as_a_bearer_token_and_kept_out_of_the_lo
 def test_a_method_and_basic_credentials_in_reply_to_are_used(admin_user: Any, receiver: Receiver) -> None:
     job = finished_job(admin_user, "PUT ann:s3cret@" + receiver.url)
 
-    deliver(job.pk)
+    deliver_first(job)
 
     [request] = receiver.requests
     assert request.method == "PUT"
@@ -218,7 +276,7 @@ def test_a_method_and_basic_credentials_in_reply_to_are_used(admin_user: Any, re
 def test_a_header_credential_in_reply_to_is_sent_as_that_header(admin_user: Any, receiver: Receiver) -> None:
     job = finished_job(admin_user, "http.X-API-Key:key-9@" + receiver.url)
 
-    deliver(job.pk)
+    deliver_first(job)
 
     [request] = receiver.requests
     assert request.headers["X-API-Key"] == "key-9"
@@ -231,18 +289,18 @@ def test_a_reply_to_asking_for_a_server_variable_is_recorded_as_refused_and_not_
 ) -> None:
     job = finished_job(admin_user, "$SECRET_KEY@" + receiver.url)
 
-    deliver(job.pk)
+    delivery = deliver_first(job)
 
     assert receiver.requests == []
     [attempt] = attempts(job)
     assert not attempt.delivered and "environment" in attempt.error
-    assert retries(job) == []
+    assert delivery.state == DeliveryState.GIVEN_UP
 
 
 @pytest.mark.django_db
 def test_the_body_is_compact_utf8_json(admin_user: Any, receiver: Receiver) -> None:
     job = finished_job(admin_user, receiver.url, output="Café — 東京")
-    deliver(job.pk)
+    deliver_first(job)
 
     body = receiver.requests[0].body
     assert "Café — 東京".encode() in body
@@ -252,7 +310,7 @@ def test_the_body_is_compact_utf8_json(admin_user: Any, receiver: Receiver) -> N
 @pytest.mark.django_db
 def test_it_reports_a_failed_jobs_error_in_response_status(admin_user: Any, receiver: Receiver) -> None:
     job = finished_job(admin_user, receiver.url, "Failed", error_code="ModelNotFound", error="No agent has llava:7b")
-    deliver(job.pk)
+    deliver_first(job)
 
     assert receiver.requests[0].json() == {
         "state": "client-42",
@@ -268,7 +326,7 @@ def test_a_cancelled_job_reports_cancelled(admin_user: Any, receiver: Receiver) 
     job = finished_job(admin_user, receiver.url, "Cancelled")
     job.reply_state = ""
     job.save()
-    deliver(job.pk)
+    deliver_first(job)
 
     body = receiver.requests[0].json()
     assert body["state"] is None
@@ -290,37 +348,50 @@ def test_it_connects_to_the_checked_address_even_if_the_name_rebinds(
 
     monkeypatch.setattr(callbacks.socket, "getaddrinfo", rebinding_dns)
     job = finished_job(admin_user, f"http://hooks.example.test:{receiver.port}/hook", output="text")
-    deliver(job.pk)
+    deliver_first(job)
 
     assert receiver.requests[0].headers["Host"] == f"hooks.example.test:{receiver.port}"
     assert attempts(job)[0].delivered
 
 
 @pytest.mark.django_db
-def test_it_does_nothing_for_jobs_without_reply_to_or_not_finished(admin_user: Any, receiver: Receiver) -> None:
-    silent = finished_job(admin_user, "")
-    running = Job.objects.create(owner=admin_user, model="llava:7b", ref_id="r2", reply_to=receiver.url)
-    deliver(silent.pk)
-    deliver(running.pk)
-    deliver(999_999)
-
-    assert receiver.requests == []
-    assert CallbackAttempt.objects.count() == 0
+def test_a_job_without_reply_to_owes_nothing(admin_user: Any) -> None:
+    assert owe(finished_job(admin_user, "")) is None
+    assert CallbackDelivery.objects.count() == 0
 
 
 @pytest.mark.django_db
-def test_queue_callback_enqueues_delivery_only_with_reply_to(admin_user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(callbacks, "async_task", lambda *args: calls.append(args))
-    with_reply = finished_job(admin_user, "https://hooks.example.com/done")
-    without = Job.objects.create(owner=admin_user, model="llava:7b", ref_id="r2")
-    queue_callback(with_reply)
-    queue_callback(without)
-    queue_callback(with_reply)
+def test_a_delivery_of_a_job_running_again_sends_nothing(admin_user: Any, receiver: Receiver) -> None:
+    job = finished_job(admin_user, receiver.url, output="first run")
+    delivery = owe(job)
+    assert delivery is not None
+    Job.objects.filter(pk=job.pk).update(state=State.QUEUED, finished_at=None)  # run again before it was sent
 
-    [(task, pk, number, key), again] = calls
-    assert (task, pk, number) == ("imagetotext.callbacks.deliver", with_reply.pk, 1)
-    assert again[:3] == (task, pk, number) and again[3] != key  # each ending of a job is a new delivery
+    send_delivery(delivery.pk, 1)
+
+    assert receiver.requests == []
+    assert CallbackAttempt.objects.count() == 0
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.due_at) == (DeliveryState.SUPERSEDED, None)
+
+
+@pytest.mark.django_db
+def test_a_job_that_ends_owes_one_delivery_enqueued_once_committed(
+    admin_user: Any, broker: Broker, django_capture_on_commit_callbacks: Any
+) -> None:
+    with_reply = Job.objects.create(owner=admin_user, model="llava:7b", reply_to="https://hooks.example.com/done")
+    without = Job.objects.create(owner=admin_user, model="llava:7b", ref_id="r2")
+    with django_capture_on_commit_callbacks() as committing:
+        jobs.fail(with_reply, "No agent")
+        jobs.cancel(without)
+        [delivery] = CallbackDelivery.objects.all()
+    assert broker.tasks == []  # not before the job's end is committed
+
+    for callback in committing:
+        callback()
+    assert broker.tasks == [(delivery.pk, 1)]
+    assert (delivery.job, delivery.state, delivery.attempts) == (with_reply, DeliveryState.PENDING, 0)
+    assert uuid.UUID(delivery.key)
 
 
 # Failures and retries -----------------------------------------------------------------------
@@ -331,80 +402,77 @@ def test_a_500_is_recorded_and_retried_after_the_backoff(admin_user: Any, receiv
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="text")
     before = timezone.now()
-    deliver(job.pk)
+    delivery = deliver_first(job)
 
     [attempt] = attempts(job)
     assert (attempt.status_code, attempt.outcome) == (500, Outcome.FAILED)
     assert "500" in attempt.error
-    [retry] = retries(job)
-    assert retry.schedule_type == Schedule.ONCE
-    assert ast.literal_eval(retry.args) == (job.pk, 2, attempt.idempotency_key)
-    assert before + timedelta(seconds=2) <= retry.next_run <= timezone.now() + timedelta(seconds=2)
+    assert (delivery.state, delivery.attempts) == (DeliveryState.PENDING, 1)
+    assert delivery.due_at is not None
+    assert before + timedelta(seconds=2) <= delivery.due_at <= timezone.now() + timedelta(seconds=2)
 
 
 @pytest.mark.django_db
-def test_the_backoff_doubles_and_stops_after_the_last_attempt(admin_user: Any, receiver: Receiver) -> None:
+def test_the_backoff_doubles_and_stops_after_the_last_attempt(
+    admin_user: Any, receiver: Receiver, broker: Broker
+) -> None:
     receiver.status = 503
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk)
-    for _ in range(4):
-        # Run what the scheduler would run next, as it would: from the Schedule row's args.
-        retry = retries(job)[-1]
-        delay = retry.next_run - timezone.now()
-        retry.delete()
-        deliver(*ast.literal_eval(retry.args))
-        assert delay <= timedelta(seconds=2 * 2 ** (len(attempts(job)) - 2))
+    delivery = deliver_first(job)
+    for made in range(1, 5):
+        delay = retry_due_in(delivery)
+        assert delay is not None and delay <= timedelta(seconds=2 * 2 ** (made - 1))
+        run_next_retry(delivery, broker)
 
     assert [a.number for a in attempts(job)] == [1, 2, 3, 4, 5]
-    assert len(receiver.requests) == 5
-    assert retries(job) == []
+    assert [r.headers["X-Callback-Attempt"] for r in receiver.requests] == ["1", "2", "3", "4", "5"]
+    assert retry_due_in(delivery) is None
+    assert (delivery.state, delivery.attempts) == (DeliveryState.GIVEN_UP, 5)
+    assert send_overdue() == 0 and broker.tasks == []
 
 
 @pytest.mark.django_db
-def test_the_retry_delays_are_2_4_8_16_seconds(admin_user: Any, receiver: Receiver) -> None:
+def test_the_retry_delays_are_2_4_8_16_seconds(admin_user: Any, receiver: Receiver, broker: Broker) -> None:
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="text")
-    for number in range(1, 5):
-        deliver(job.pk, number)
-    created = [(r.next_run - a.attempted_at).total_seconds() for r, a in zip(retries(job), attempts(job))]
+    delivery = deliver_first(job)
+    delays = []
+    for _ in range(4):
+        assert delivery.due_at is not None
+        delays.append((delivery.due_at - attempts(job)[-1].attempted_at).total_seconds())
+        run_next_retry(delivery, broker)
 
-    assert [round(seconds) for seconds in created] == [2, 4, 8, 16]
+    assert [round(seconds) for seconds in delays] == [2, 4, 8, 16]
 
 
 @pytest.mark.django_db
-def test_django_q_turns_a_due_retry_into_a_deliver_task_once(
-    admin_user: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+def test_send_overdue_turns_a_due_retry_into_one_task_and_none_before_it_is_due(
+    admin_user: Any, receiver: Receiver, broker: Broker
 ) -> None:
-    from django_q import scheduler
-
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk)
-    Schedule.objects.filter(func=callbacks.TASK).update(next_run=timezone.now() - timedelta(seconds=1))
-    queued: list[tuple[Any, ...]] = []
+    delivery = deliver_first(job)
+    assert send_overdue() == 0  # its backoff has not run out
 
-    def enqueue(func: str, *args: Any, **kwargs: Any) -> str:
-        queued.append((func, *args))
-        return uuid.uuid4().hex
+    time_passes(delivery)
 
-    monkeypatch.setattr(scheduler, "async_task", enqueue)
-    monkeypatch.setattr(scheduler, "close_old_django_connections", lambda: None)  # keep the test's connection
-    scheduler.scheduler(broker=object())
-
-    assert ("imagetotext.callbacks.deliver", job.pk, 2, attempts(job)[0].idempotency_key) in queued
-    assert retries(job) == []
+    assert send_overdue() == 1
+    assert send_overdue() == 0  # held for the task enqueued
+    assert broker.tasks == [(delivery.pk, 2)]
 
 
 @pytest.mark.django_db
-def test_a_retry_that_succeeds_is_delivered_and_ends_the_retries(admin_user: Any, receiver: Receiver) -> None:
+def test_a_retry_that_succeeds_is_delivered_and_ends_the_retries(
+    admin_user: Any, receiver: Receiver, broker: Broker
+) -> None:
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk)
+    delivery = deliver_first(job)
     receiver.status = 204
-    deliver(job.pk, 2)
+    run_next_retry(delivery, broker)
 
     assert [(a.number, a.delivered) for a in attempts(job)] == [(1, False), (2, True)]
-    assert len(retries(job)) == 1  # only the one that led to attempt 2
+    assert retry_due_in(delivery) is None and delivery.state == DeliveryState.DELIVERED
     assert receiver.requests[1].headers["X-Callback-Attempt"] == "2"
 
 
@@ -412,7 +480,7 @@ def test_a_retry_that_succeeds_is_delivered_and_ends_the_retries(admin_user: Any
 def test_a_redirect_is_a_failure_and_is_not_followed(admin_user: Any, receiver: Receiver) -> None:
     receiver.status = 302
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk)
+    deliver_first(job)
 
     assert len(receiver.requests) == 1
     assert attempts(job)[0].status_code == 302
@@ -425,12 +493,12 @@ def test_a_receiver_that_is_down_is_recorded_with_a_readable_error(admin_user: A
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
     job = finished_job(admin_user, f"http://127.0.0.1:{port}/hook", output="text")
-    deliver(job.pk)
+    delivery = deliver_first(job)
 
     [attempt] = attempts(job)
     assert attempt.status_code is None
     assert "Could not connect" in attempt.error and "refused" in attempt.error.lower()
-    assert len(retries(job)) == 1
+    assert retry_due_in(delivery) is not None
 
 
 @pytest.mark.django_db
@@ -440,11 +508,11 @@ def test_a_receiver_that_hangs_times_out_and_is_retried(
     monkeypatch.setattr(Conf, "CALLBACK_TIMEOUT", 0.3)
     receiver.delay = 10
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk)
+    delivery = deliver_first(job)
 
     [attempt] = attempts(job)
     assert attempt.error.startswith("Sent, but no answer: Timed out after 0.3 s")
-    assert len(retries(job)) == 1
+    assert retry_due_in(delivery) is not None
 
 
 # Refused destinations -----------------------------------------------------------------------
@@ -475,13 +543,13 @@ def test_private_and_non_http_destinations_are_refused_without_a_request(
 ) -> None:
     monkeypatch.setattr(Conf, "CALLBACK_ALLOW_PRIVATE", False)
     job = finished_job(admin_user, url.format(port=receiver.port), output="text")
-    deliver(job.pk)
+    delivery = deliver_first(job)
 
     assert mock_requests == [] and receiver.requests == []
     [attempt] = attempts(job)
     assert (attempt.number, attempt.outcome, attempt.status_code) == (1, Outcome.FAILED, None)
     assert "not a public address" in attempt.error or "Only http and https" in attempt.error
-    assert retries(job) == []
+    assert delivery.state == DeliveryState.GIVEN_UP  # not retried
 
 
 def test_an_unresolvable_host_is_refused_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -527,7 +595,7 @@ def test_https_is_sent_to_the_checked_address_with_the_original_name_for_tls(
     monkeypatch.setattr(Conf, "CALLBACK_ALLOW_PRIVATE", False)
     fake_dns(monkeypatch, "93.184.216.34")
     job = finished_job(admin_user, "https://hooks.example.com/done?k=v", output="text")
-    deliver(job.pk)
+    deliver_first(job)
 
     [request] = mock_requests
     assert str(request.url) == "https://93.184.216.34/done?k=v"

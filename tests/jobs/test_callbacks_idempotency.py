@@ -6,7 +6,6 @@ a receiver can answer after it.
 
 from __future__ import annotations
 
-import ast
 import socket
 import struct
 import threading
@@ -22,16 +21,21 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from imagetotext import callbacks, jobs
-from imagetotext.callbacks import deliver
+from imagetotext.callbacks import deliver, owe
 from imagetotext.conf import Conf
-from imagetotext.models import Job, Outcome
+from imagetotext.models import CallbackAttempt, CallbackDelivery, DeliveryState, Job, Outcome
 from tests.jobs.test_callbacks import (  # noqa: F401  (fixtures)
+    Broker,
     Receiver,
     attempts,
+    broker,
     callback_conf,
+    deliver_first,
     finished_job,
     receiver,
-    retries,
+    retry_due_in,
+    run_due_retries,
+    run_next_retry,
 )
 
 TIMEOUT = 0.3
@@ -47,18 +51,6 @@ def key_of(request: Any) -> str:
     value = request.headers["Idempotency-Key"]
     assert value.startswith('"') and value.endswith('"')
     return str(value[1:-1])
-
-
-def run_next_retry(job: Job) -> None:
-    """Run the retry as a worker would after a restart: only from the stored Schedule row."""
-    retry = retries(job)[0]
-    retry.delete()
-    deliver(*ast.literal_eval(retry.args))
-
-
-def run_due_retries(job: Job) -> None:
-    while retries(job):
-        run_next_retry(job)
 
 
 @pytest.fixture
@@ -89,13 +81,13 @@ def resets_before_the_body() -> Iterator[str]:
 
 @pytest.mark.django_db
 def test_a_receiver_that_answers_after_the_timeout_gets_every_attempt_with_one_key_and_no_more(
-    admin_user: Any, receiver: Receiver
+    admin_user: Any, receiver: Receiver, broker: Broker
 ) -> None:
     receiver.delay = TIMEOUT + 0.5  # it accepts each one, too late for the sender to hear
     job = finished_job(admin_user, receiver.url, output="A wolf by a lake")
 
-    deliver(job.pk, 1, callbacks.new_key())
-    run_due_retries(job)
+    delivery = deliver_first(job)
+    run_due_retries(delivery, broker)
 
     assert len(receiver.requests) == Conf.CALLBACK_ATTEMPTS == 5
     [key] = {key_of(request) for request in receiver.requests}
@@ -105,37 +97,23 @@ def test_a_receiver_that_answers_after_the_timeout_gets_every_attempt_with_one_k
     assert [(a.number, a.outcome, a.idempotency_key) for a in recorded] == [
         (n, Outcome.UNKNOWN, key) for n in range(1, 6)
     ]
+    assert key == delivery.key
     assert all(a.status_code is None and "Sent, but no answer: Timed out" in a.error for a in recorded)
-    assert retries(job) == []
+    assert (delivery.state, delivery.attempts, delivery.due_at) == (DeliveryState.GIVEN_UP, 5, None)
 
 
 @pytest.mark.django_db
-def test_the_retry_scheduled_before_a_restart_sends_the_stored_key(
-    admin_user: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from django_q import scheduler
-
+def test_a_retry_after_a_restart_sends_the_stored_key(admin_user: Any, receiver: Receiver, broker: Broker) -> None:
     receiver.status = 503
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk, 1, callbacks.new_key())
-    Schedule.objects.filter(func=callbacks.TASK).update(next_run=timezone.now() - timedelta(seconds=1))
-    # A new process: django-q2's scheduler turns the stored row into the task that runs.
-    queued: list[tuple[Any, ...]] = []
-
-    def enqueue(func: str, *args: Any, **kwargs: Any) -> str:
-        if func == callbacks.TASK:
-            queued.append(args)
-        return uuid.uuid4().hex
-
-    monkeypatch.setattr(scheduler, "async_task", enqueue)
-    monkeypatch.setattr(scheduler, "close_old_django_connections", lambda: None)  # keep the test's connection
-    scheduler.scheduler(broker=object())
+    delivery = deliver_first(job)
     receiver.status = 200
-    [args] = queued
-    deliver(*args)
+
+    # A new process knows only the row: send_overdue enqueues it, a worker makes the attempt.
+    run_next_retry(CallbackDelivery.objects.get(pk=delivery.pk), broker)
 
     first, second = receiver.requests
-    assert key_of(second) == key_of(first)
+    assert key_of(second) == key_of(first) == delivery.key
     assert [(a.outcome, a.idempotency_key) for a in attempts(job)] == [
         (Outcome.FAILED, key_of(first)),
         (Outcome.DELIVERED, key_of(first)),
@@ -157,56 +135,111 @@ def test_a_job_run_again_is_called_back_with_a_new_key(
     assert first.json()["refId"] == second.json()["refId"] == job.ref_id
     assert key_of(first) != key_of(second)
     assert [(a.number, a.idempotency_key) for a in attempts(job)] == [(1, key_of(first)), (1, key_of(second))]
+    owed = job.callback_deliveries.order_by("pk")
+    assert [(d.key, d.state) for d in owed] == [
+        (key_of(first), DeliveryState.DELIVERED),
+        (key_of(second), DeliveryState.DELIVERED),
+    ]
 
 
 @pytest.mark.django_db
-def test_the_retries_of_a_delivery_stop_once_the_job_run_again_is_delivered(
-    admin_user: Any, receiver: Receiver
+def test_the_retries_of_a_delivery_stop_once_the_job_ends_again(
+    admin_user: Any, receiver: Receiver, broker: Broker
 ) -> None:
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="first run")
-    deliver(job.pk, 1, "11111111-1111-4111-8111-111111111111")
-    [stale] = retries(job)
+    stale = deliver_first(job)
     receiver.status = 200
-    deliver(job.pk, 1, "22222222-2222-4222-8222-222222222222")  # the run again's delivery
+    again = deliver_first(job)  # the run again's end owes a new delivery
 
-    deliver(*ast.literal_eval(stale.args))
+    run_next_retry(stale, broker)  # the first delivery's retry comes due
 
-    assert [key_of(request) for request in receiver.requests] == [
-        "11111111-1111-4111-8111-111111111111",
-        "22222222-2222-4222-8222-222222222222",
-    ]
+    assert [key_of(request) for request in receiver.requests] == [stale.key, again.key]
+    assert stale.key != again.key
     assert len(attempts(job)) == 2
+    assert (stale.state, stale.due_at) == (DeliveryState.SUPERSEDED, None)
 
 
 @pytest.mark.django_db
-def test_a_retry_scheduled_before_keys_existed_goes_on_with_the_latest_key(admin_user: Any, receiver: Receiver) -> None:
+def test_a_retry_schedule_stored_before_the_outbox_goes_on_in_it_with_its_key(
+    admin_user: Any, receiver: Receiver, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_q import scheduler
+
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk, 1, "55555555-5555-4555-8555-555555555555")
-    Schedule.objects.filter(func=callbacks.TASK).update(args=f"{job.pk}, 2")  # as the previous version stored it
+    old_key = "55555555-5555-4555-8555-555555555555"
+    CallbackAttempt.objects.create(job=job, number=1, idempotency_key=old_key, outcome=Outcome.FAILED)
+    Schedule.objects.create(  # as the previous version left it
+        func="imagetotext.callbacks.deliver",
+        args=f"{job.pk}, 2, {old_key!r}",
+        schedule_type=Schedule.ONCE,
+        repeats=-1,
+        next_run=timezone.now() - timedelta(seconds=1),
+    )
+    queued: list[tuple[Any, ...]] = []
 
-    run_next_retry(job)
+    def enqueue(func: str, *args: Any, **kwargs: Any) -> str:
+        if func == "imagetotext.callbacks.deliver":
+            queued.append(args)
+        return uuid.uuid4().hex
 
-    assert [key_of(request) for request in receiver.requests] == ["55555555-5555-4555-8555-555555555555"] * 2
-    [retry] = retries(job)
-    assert ast.literal_eval(retry.args) == (job.pk, 3, "55555555-5555-4555-8555-555555555555")
+    monkeypatch.setattr(scheduler, "async_task", enqueue)
+    monkeypatch.setattr(scheduler, "close_old_django_connections", lambda: None)  # keep the test's connection
+    scheduler.scheduler(broker=object())
+    [args] = queued
+
+    deliver(*args)
+    delivery = job.callback_deliveries.get()
+    run_next_retry(delivery, broker)
+
+    assert [key_of(request) for request in receiver.requests] == [old_key] * 2
+    assert [r.headers["X-Callback-Attempt"] for r in receiver.requests] == ["2", "3"]
+    assert (delivery.key, delivery.state, delivery.attempts) == (old_key, DeliveryState.PENDING, 3)
+
+
+@pytest.mark.django_db
+def test_a_retry_stored_before_keys_existed_goes_on_with_the_latest_key(admin_user: Any, receiver: Receiver) -> None:
+    job = finished_job(admin_user, receiver.url, output="text")
+    old_key = "66666666-6666-4666-8666-666666666666"
+    CallbackAttempt.objects.create(job=job, number=1, idempotency_key=old_key, outcome=Outcome.FAILED)
+
+    deliver(job.pk, 2)  # a keyless retry Schedule's arguments
+
+    [request] = receiver.requests
+    assert (key_of(request), request.headers["X-Callback-Attempt"]) == (old_key, "2")
+    assert job.callback_deliveries.get().state == DeliveryState.DELIVERED
+
+
+@pytest.mark.django_db
+def test_a_retry_stored_before_the_outbox_for_a_job_owed_anew_sends_nothing(
+    admin_user: Any, receiver: Receiver
+) -> None:
+    job = finished_job(admin_user, receiver.url, output="text")
+    CallbackAttempt.objects.create(job=job, number=1, idempotency_key=callbacks.new_key(), outcome=Outcome.FAILED)
+    owe(job)  # run again since, and ended: the outbox owes its new result
+
+    deliver(job.pk, 2, job.callback_attempts.get().idempotency_key)
+
+    assert receiver.requests == []
+    assert job.callback_deliveries.count() == 1
 
 
 @pytest.mark.django_db
 def test_a_retry_beyond_the_attempts_allowed_now_sends_nothing(
-    admin_user: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    admin_user: Any, receiver: Receiver, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     receiver.status = 500
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk, 1, callbacks.new_key())
-    run_next_retry(job)
-    monkeypatch.setattr(Conf, "CALLBACK_ATTEMPTS", 2)  # lowered while attempt 3 was scheduled
+    delivery = deliver_first(job)
+    run_next_retry(delivery, broker)
+    monkeypatch.setattr(Conf, "CALLBACK_ATTEMPTS", 2)  # lowered while attempt 3 waited for its backoff
 
-    run_due_retries(job)
+    run_due_retries(delivery, broker)
 
     assert len(receiver.requests) == 2
     assert [a.number for a in attempts(job)] == [1, 2]
+    assert delivery.state == DeliveryState.GIVEN_UP
 
 
 # What each attempt came to -----------------------------------------------------------------
@@ -219,15 +252,15 @@ def test_a_receiver_that_hangs_up_after_reading_the_request_is_recorded_as_unkno
     receiver.drop = True
     job = finished_job(admin_user, receiver.url, output="text")
 
-    deliver(job.pk, 1, callbacks.new_key())
+    delivery = deliver_first(job)
 
     [request] = receiver.requests
     assert request.json()["textOutputs"] == [{"text": "text"}]
     [attempt] = attempts(job)
     assert (attempt.outcome, attempt.status_code) == (Outcome.UNKNOWN, None)
     assert attempt.error.startswith("Sent, but no answer: RemoteProtocolError")
-    [retry] = retries(job)
-    assert ast.literal_eval(retry.args) == (job.pk, 2, attempt.idempotency_key)
+    assert attempt.idempotency_key == delivery.key
+    assert retry_due_in(delivery) is not None
 
 
 @pytest.mark.django_db
@@ -237,13 +270,13 @@ def test_a_refused_connection_is_recorded_as_failed_and_retried_with_the_same_ke
         port = placeholder.getsockname()[1]
     job = finished_job(admin_user, f"http://127.0.0.1:{port}/hook", output="text")
 
-    deliver(job.pk, 1, "33333333-3333-4333-8333-333333333333")
+    delivery = deliver_first(job)
 
     [attempt] = attempts(job)
     assert (attempt.outcome, attempt.status_code) == (Outcome.FAILED, None)
     assert attempt.error.startswith("Could not connect") and "refused" in attempt.error.lower()
-    [retry] = retries(job)
-    assert ast.literal_eval(retry.args) == (job.pk, 2, "33333333-3333-4333-8333-333333333333")
+    assert attempt.idempotency_key == delivery.key
+    assert retry_due_in(delivery) is not None
 
 
 @pytest.mark.django_db
@@ -253,23 +286,24 @@ def test_a_receiver_that_resets_before_reading_the_whole_request_is_recorded_as_
     # Far more than the socket buffers hold, so the body cannot have been written in full.
     job = finished_job(admin_user, resets_before_the_body, output="x" * 16_000_000)
 
-    deliver(job.pk, 1, callbacks.new_key())
+    delivery = deliver_first(job)
 
     [attempt] = attempts(job)
     assert (attempt.outcome, attempt.status_code) == (Outcome.FAILED, None)
     assert not attempt.error.startswith("Sent")
-    assert len(retries(job)) == 1
+    assert retry_due_in(delivery) is not None
 
 
 @pytest.mark.django_db
 def test_the_admin_shows_each_attempts_outcome_and_key(admin_user: Any, receiver: Receiver, client: Client) -> None:
     receiver.drop = True
     job = finished_job(admin_user, receiver.url, output="text")
-    deliver(job.pk, 1, "44444444-4444-4444-8444-444444444444")
+    delivery = deliver_first(job)
     client.force_login(admin_user)
 
     response = client.get(f"/admin/imagetotext/job/{job.pk}/change/")
 
     assert response.status_code == 200
     assert b"Unknown" in response.content
-    assert b"44444444-4444-4444-8444-444444444444" in response.content
+    assert response.content.count(delivery.key.encode()) == 2  # the attempt, and the delivery
+    assert f"{delivery.key}: Pending after 1 attempt, next at".encode() in response.content

@@ -35,7 +35,7 @@ def handed_to_workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.fixture
 def callbacks_queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     queued: list[int] = []
-    monkeypatch.setattr("imagetotext.jobs.queue_callback", lambda job: queued.append(job.pk))
+    monkeypatch.setattr("imagetotext.jobs.owe", lambda job: queued.append(job.pk))
     return queued
 
 
