@@ -83,7 +83,12 @@ class Cluster:
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env, capture_output=True, text=True, timeout=120
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
@@ -177,7 +182,9 @@ def cluster(tmp_path: Path, fake_urls: list[str], concurrency: int = 1, **extra_
         for n, url in enumerate(fake_urls):
             running.manage("agent", "add", "ollama", url, "--name", f"gpu{n}", "--concurrency", str(concurrency))
         running.manage(
-            "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_superuser('admin', '', 'x')"
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; User.objects.create_superuser('admin', '', 'x')",
         )
         running.key = running.manage("createapikey", "crash", "--owner", "admin", "--verbosity", "0")
         running.start_web()
