@@ -96,6 +96,10 @@ class Job(models.Model):
     api = models.CharField(max_length=30, choices=Api.choices, default=Api.IMAGE_TO_TEXT)
     ref_id = models.CharField("ref id", max_length=100, default=new_ref_id)
     tag = models.CharField(max_length=100, blank=True)
+    batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    path = models.CharField(
+        max_length=500, blank=True, help_text="The file's name as uploaded (sanitised), with its folder inside a ZIP."
+    )
 
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED, editable=False)
     status = models.CharField(max_length=200, blank=True, help_text="What is happening now, in words.")
@@ -111,6 +115,11 @@ class Job(models.Model):
     tried_agents = models.JSONField(default=list, blank=True)
 
     output = models.TextField(blank=True)
+    # A batch item's caption as the user edited it (None: not edited); exports use it. The
+    # model's own text stays in output.
+    edited_text = models.TextField(null=True, blank=True)
+    # For a batch that appends: the caption the same image already had, which this one extends.
+    earlier_text = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True, help_text="The backend's final reply.")
     error_code = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
@@ -189,6 +198,67 @@ class Job(models.Model):
             raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
         for name, value in changes.items():
             setattr(self, name, value)
+
+
+class Preset(models.Model):
+    """A named way to ask for text: the prompt a vision model gets, and the Florence-2 task instead."""
+
+    key = models.SlugField(max_length=50, unique=True, help_text="The name the API and the page use, e.g. caption.")
+    label = models.CharField(max_length=100)
+    prompt = models.TextField(help_text="What a vision model (Ollama) is asked.")
+    florence_task = models.CharField(max_length=50, help_text="The Florence-2 task run instead of the prompt.")
+    longest_side = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Resize the image's longest side to this before sending; empty: the default."
+    )
+    description = models.TextField(blank=True)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Order in the page's list.")
+
+    class Meta:
+        ordering = ["position", "key"]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Duplicates(models.TextChoices):
+    """What a batch does with an image the owner already had captioned by the same model and prompt."""
+
+    AGAIN = "again", "Run it again"
+    REUSE = "reuse", "Skip it and reuse the earlier caption"
+    APPEND = "append", "Run it again and append to the earlier caption"
+
+
+class Batch(models.Model):
+    """Jobs sent together (a folder, a ZIP, many files), followed, edited and exported together."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="batches")
+    ref_id = models.CharField("ref id", max_length=100, default=new_ref_id)
+    name = models.CharField(max_length=200, blank=True, help_text="e.g. the ZIP's file name.")
+    model = models.CharField(max_length=200)
+    prompt = models.TextField(blank=True)
+    florence_task = models.CharField(max_length=50, blank=True)
+    preset = models.ForeignKey(Preset, null=True, blank=True, on_delete=models.SET_NULL, related_name="batches")
+    tag = models.CharField(max_length=100, blank=True)
+    # Added around every caption as given (trigger words: include their separator, e.g. "sks, ").
+    prefix = models.CharField(max_length=500, blank=True)
+    suffix = models.CharField(max_length=500, blank=True)
+    duplicates = models.CharField(max_length=10, choices=Duplicates.choices, default=Duplicates.AGAIN)
+    reply_to = models.URLField(max_length=2000, blank=True, help_text="Called once, when every item has ended.")
+    reply_state = models.CharField(max_length=2000, blank=True)
+    total = models.PositiveIntegerField(default=0, help_text="Items that became jobs.")
+    # Members or files left out, each {"path": ..., "reason": ...}.
+    skipped = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        constraints = [models.UniqueConstraint(fields=["owner", "ref_id"], name="one_batch_ref_id_per_owner")]
+
+    def __str__(self) -> str:
+        return self.name or f"Batch {self.pk}"
 
 
 STATUS_MAX_LENGTH = Job._meta.get_field("status").max_length or 200
