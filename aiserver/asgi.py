@@ -34,6 +34,7 @@ from imagetotext.api.wire import response_status  # noqa: E402
 # Routes whose body carries a base64 image in JSON, and those that take one as a file part.
 JSON_IMAGE_PATHS = frozenset({"/api/generate", "/api/OllamaGeneration", "/api/QueueOllamaGeneration"})
 UPLOAD_PATHS = frozenset({"/api/ImageToText", "/api/QueueImageToText"})
+BATCH_PATHS = frozenset({"/api/QueueImageToTextBatch"})
 # Routes whose clients read Ollama's {"error": ...}.
 OLLAMA_PATHS = frozenset({"/api/generate", "/api/OllamaGeneration"})
 # How long a refused connection is drained before it is closed: closing on unread data sends a
@@ -47,6 +48,8 @@ def body_limit(path: str) -> int:
         return int(settings.JSON_BODY_MAX_BYTES)
     if path in UPLOAD_PATHS:
         return int(settings.UPLOAD_BODY_MAX_BYTES)
+    if path in BATCH_PATHS:
+        return int(settings.BATCH_BODY_MAX_BYTES)
     if path.startswith("/api/"):
         return int(settings.REQUEST_FIELDS_MAX_BYTES)
     return int(settings.PAGE_BODY_MAX_BYTES)

@@ -1,7 +1,7 @@
-"""Jobs (all, and the failed ones on their own), API keys and stored images.
+"""Jobs (all, and the failed ones on their own), batches, presets, API keys and stored images.
 
-Jobs are made by the API and the page, so the admin only reads them, edits their
-tag, and cancels or retries them; keys are issued here and shown once.
+Jobs and batches are made by the API and the page, so the admin only reads them, edits their
+tag, and cancels or retries them; presets are edited here; keys are issued here and shown once.
 """
 
 from __future__ import annotations
@@ -19,10 +19,20 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from imagetotext import jobs
+from imagetotext import batches, jobs
 from imagetotext.callbacks import destination
 from imagetotext.errors import Refusal
-from imagetotext.models import ApiKey, CallbackAttempt, FailedJob, InvalidTransition, Job, State, StoredImage
+from imagetotext.models import (
+    ApiKey,
+    Batch,
+    CallbackAttempt,
+    FailedJob,
+    InvalidTransition,
+    Job,
+    Preset,
+    State,
+    StoredImage,
+)
 
 STATE_COLOURS: dict[str, str] = {
     State.QUEUED: "#6b7280",
@@ -51,13 +61,26 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ["id", "state_badge", "owner", "model", "agent", "duration_display", "created_at", "ref_id", "tag"]
     list_filter = ["state", "agent", "model", "api", "created_at"]
     list_select_related = ["owner", "agent"]
-    search_fields = ["ref_id", "tag", "model", "prompt", "output", "error"]
+    search_fields = ["ref_id", "tag", "path", "model", "prompt", "output", "error"]
     ordering = ["-created_at", "-id"]
     date_hierarchy = "created_at"
     fieldsets = [
-        (None, {"fields": ["state_badge", "status", "owner", "api_key", "api", "ref_id", "tag"]}),
+        (None, {"fields": ["state_badge", "status", "owner", "api_key", "api", "ref_id", "tag", "batch", "path"]}),
         ("Request", {"fields": ["image_preview", "model", "florence_task", "prompt", "options"]}),
-        ("Result", {"fields": ["output", "error_code", "error", "prompt_tokens", "completion_tokens"]}),
+        (
+            "Result",
+            {
+                "fields": [
+                    "output",
+                    "edited_text",
+                    "earlier_text",
+                    "error_code",
+                    "error",
+                    "prompt_tokens",
+                    "completion_tokens",
+                ]
+            },
+        ),
         (
             "Timings",
             {
@@ -283,3 +306,47 @@ class StoredImageAdmin(admin.ModelAdmin):
     @admin.display(description="size", ordering="size")
     def upload_size(self, image: StoredImage) -> str:
         return filesizeformat(image.size)
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches as the API and the page made them; cancel or retry their items from the list."""
+
+    list_display = ["id", "name", "owner", "model", "total", "progress_display", "created_at", "finished_at"]
+    list_filter = ["model", "duplicates", "created_at"]
+    list_select_related = ["owner"]
+    search_fields = ["name", "ref_id", "tag"]
+    ordering = ["-created_at", "-id"]
+    actions = ["cancel_batches", "retry_failed_items"]
+    readonly_fields = [field.name for field in Batch._meta.fields] + ["progress_display"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress_display(self, batch: Batch) -> str:
+        numbers = batches.counts(batch)
+        return f"{numbers['completed']} done, {numbers['failed']} failed, {numbers['cancelled']} cancelled"
+
+    @admin.action(description="Cancel the unfinished items of selected batches")
+    def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        cancelled = sum(batches.cancel_batch(batch) for batch in queryset)
+        self.message_user(request, f"Cancelled {cancelled} item(s).")
+
+    @admin.action(description="Retry the failed items of selected batches")
+    def retry_failed_items(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        try:
+            retried = sum(batches.retry_failed(batch) for batch in queryset)
+        except Refusal as refusal:
+            self.message_user(request, refusal.message, messages.ERROR)
+            return
+        self.message_user(request, f"Retried {retried} item(s).")
+
+
+@admin.register(Preset)
+class PresetAdmin(admin.ModelAdmin):
+    """The page's and the API's presets: the prompt a vision model gets, the Florence-2 task instead."""
+
+    list_display = ["key", "label", "florence_task", "longest_side", "position"]
+    list_editable = ["position"]
+    search_fields = ["key", "label", "prompt"]

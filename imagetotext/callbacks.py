@@ -13,6 +13,9 @@ is committed, and after an attempt not delivered it is due again after its backo
 send_overdue(), called by every process's lease heartbeat and the scheduled safety net,
 enqueues what is due: a retry, or a delivery whose task or sender was lost (its claim ran out).
 So every delivery is made at least once, one process at a time, a repeat always with its key.
+
+A batch with a ReplyTo owes one delivery when its last item ends (owe_batch, in that item's
+transaction): the batch's status document, sent the same way, X-Callback-Id its RefId.
 """
 
 from __future__ import annotations
@@ -33,11 +36,21 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from imagetotext.conf import Conf
-from imagetotext.models import FINISHED, CallbackAttempt, CallbackDelivery, DeliveryState, Job, Outcome, State
+from imagetotext.models import (
+    FINISHED,
+    Batch,
+    CallbackAttempt,
+    CallbackDelivery,
+    DeliveryState,
+    Job,
+    Outcome,
+    State,
+)
 from imagetotext.replyto import InvalidReplyTo, ReplyTo, parse
 
 logger = logging.getLogger(__name__)
@@ -109,7 +122,7 @@ def new_key() -> str:
     return str(uuid.uuid4())
 
 
-def request_headers(job: Job, body: bytes, number: int, key: str) -> dict[str, str]:
+def request_headers(job: Job | Batch, body: bytes, number: int, key: str) -> dict[str, str]:
     """Headers sent with every attempt; the idempotency key lets receivers drop repeats of one delivery."""
     return {
         "Content-Type": "application/json",
@@ -210,9 +223,9 @@ def send(
     return response
 
 
-def attempt(job: Job, reply: ReplyTo, addresses: list[str], number: int, key: str) -> Result:
+def attempt(job: Job | Batch, reply: ReplyTo, addresses: list[str], number: int, key: str) -> Result:
     """One request, and what came of it."""
-    body = encode(callback_body(job))
+    body = encode(callback_body(job) if isinstance(job, Job) else batch_callback_body(job))
     watch = BodyWatch()
     try:
         response = post(reply, addresses, body, request_headers(job, body, number, key), watch)
@@ -256,6 +269,23 @@ def owe(job: Job) -> CallbackDelivery | None:
     return delivery
 
 
+def owe_batch(batch: Batch) -> CallbackDelivery | None:
+    """Record the one delivery a batch owes its ReplyTo once every item ended; call in that transaction."""
+    if not batch.reply_to:
+        return None
+    delivery = CallbackDelivery.objects.create(batch=batch, key=new_key(), due_at=claim_end())
+    transaction.on_commit(partial(enqueue, delivery.pk, 1), robust=True)
+    return delivery
+
+
+def batch_callback_body(batch: Batch) -> dict[str, Any]:
+    """The batch's status document with every item; the client's State comes back as replyState
+    (state is the batch's own, as GetBatchStatus says it)."""
+    from imagetotext.batches import status_document  # batches uses jobs, which uses this module
+
+    return {**status_document(batch), "replyState": batch.reply_state or None}
+
+
 def claim_end() -> datetime:
     return timezone.now() + timedelta(seconds=3 * Conf.CALLBACK_TIMEOUT + CLAIM_MARGIN_SECONDS)
 
@@ -295,8 +325,8 @@ def send_delivery(delivery_id: int, number: int) -> None:
 
 def make_attempt(delivery: CallbackDelivery, number: int) -> None:
     """Attempt `number` of a claimed delivery, recorded; none if the job has run again or no attempt is left."""
-    job = delivery.job
-    if not job.finished or job.callback_deliveries.filter(pk__gt=delivery.pk).exists():
+    job = subject(delivery)
+    if superseded(delivery):
         settle(delivery, number, state=DeliveryState.SUPERSEDED)  # its new end owes a new delivery
         return
     if number > Conf.CALLBACK_ATTEMPTS:  # the last attempt's sender died (or the limit was lowered)
@@ -312,12 +342,29 @@ def make_attempt(delivery: CallbackDelivery, number: int) -> None:
     record(delivery, number, attempt(job, reply, addresses, number, delivery.key))
 
 
+def subject(delivery: CallbackDelivery) -> Job | Batch:
+    """What the delivery calls back about: its job, or its batch."""
+    owner = delivery.batch if delivery.batch_id else delivery.job
+    assert owner is not None
+    return owner
+
+
+def superseded(delivery: CallbackDelivery) -> bool:
+    """Run again (a job, or a batch's retried items) since: its new end owes a new delivery."""
+    if delivery.batch is not None:
+        batch = delivery.batch
+        return batch.finished_at is None or batch.callback_deliveries.filter(pk__gt=delivery.pk).exists()
+    assert delivery.job is not None
+    job = delivery.job
+    return not job.finished or job.callback_deliveries.filter(pk__gt=delivery.pk).exists()
+
+
 def claim(delivery_id: int, number: int) -> CallbackDelivery | None:
     """Take attempt `number` if it is still to be made (a conditional update); the delivery, or None."""
     unclaimed = CallbackDelivery.objects.filter(pk=delivery_id, state=DeliveryState.PENDING, attempts=number - 1)
     if not unclaimed.update(attempts=number, due_at=claim_end()):
         return None
-    return CallbackDelivery.objects.select_related("job").filter(pk=delivery_id).first()
+    return CallbackDelivery.objects.select_related("job", "batch").filter(pk=delivery_id).first()
 
 
 def settle(delivery: CallbackDelivery, number: int, **changes: Any) -> None:
@@ -337,7 +384,8 @@ def settle(delivery: CallbackDelivery, number: int, **changes: Any) -> None:
 def note_lost_attempt(delivery: CallbackDelivery, number: int) -> None:
     """The previous attempt's process died before recording it (its claim ran out): say so on the job."""
     previous = number - 1
-    made = delivery.job.callback_attempts.filter(number=previous, idempotency_key=delivery.key)
+    of_owner = Q(batch=delivery.batch) if delivery.batch_id else Q(job=delivery.job)  # on the owner's index
+    made = CallbackAttempt.objects.filter(of_owner, number=previous, idempotency_key=delivery.key)
     if previous and not made.exists():
         error = "The process making this attempt stopped before it recorded what came of it."
         record_attempt(delivery, previous, Result(Outcome.UNKNOWN, error=error))
@@ -359,12 +407,15 @@ def record(delivery: CallbackDelivery, number: int, result: Result, final: bool 
 
 def record_attempt(delivery: CallbackDelivery, number: int, result: Result) -> CallbackAttempt:
     """Keep one row per attempt, and log those not delivered."""
-    job = delivery.job
+    job = subject(delivery)
     if result.outcome != Outcome.DELIVERED:
         outcome = "may not have arrived" if result.outcome == Outcome.UNKNOWN else "failed"
-        logger.warning("Callback %s of job %s to %s %s: %s", number, job.pk, destination(job), outcome, result.error)
+        logger.warning(
+            "Callback %s of %s to %s %s: %s", number, describe_subject(job), destination(job), outcome, result.error
+        )
     return CallbackAttempt.objects.create(
-        job=job,
+        job=delivery.job,
+        batch=delivery.batch,
         number=number,
         idempotency_key=delivery.key,
         outcome=result.outcome,
@@ -373,7 +424,11 @@ def record_attempt(delivery: CallbackDelivery, number: int, result: Result) -> C
     )
 
 
-def destination(job: Job) -> str:
+def describe_subject(job: Job | Batch) -> str:
+    return f"job {job.pk}" if isinstance(job, Job) else f"batch {job.pk}"
+
+
+def destination(job: Job | Batch) -> str:
     """Where the job's callback goes, for logs and pages: method and URL, never its credentials."""
     try:
         return str(parse(job.reply_to))

@@ -51,6 +51,7 @@ class JobRequest:
     reply_state: str = ""
     api: str = Api.IMAGE_TO_TEXT
     api_key: ApiKey | None = None
+    path: str = ""  # the upload's file name, sanitised
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
         "tag": request.tag[:100],
         "reply_to": request.reply_to,
         "reply_state": request.reply_state,
+        "path": request.path[:500],
     }
     if request.ref_id:
         fields["ref_id"] = request.ref_id[:100]
@@ -223,6 +225,10 @@ def change(job: Job, state: str, **fields: Any) -> None:
         job.move_to(state, **fields)
         if job.finished:
             owe(job)
+            if job.batch_id:
+                from imagetotext import batches  # batches builds on this module
+
+                batches.job_ended(job)
     # Once committed, as a listener reads the job when it hears of the change (outside a transaction: at once).
     moved_to = job.state
     transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, moved_to))

@@ -335,9 +335,10 @@ class Outcome(models.TextChoices):
 
 
 class CallbackAttempt(models.Model):
-    """One try at POSTing a finished job to its ReplyTo URL."""
+    """One try at POSTing a finished job (or batch) to its ReplyTo URL."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="callback_attempts")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="callback_attempts")
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="callback_attempts")
     number = models.PositiveSmallIntegerField()
     attempted_at = models.DateTimeField(default=timezone.now)
     # One per delivery (a job's end), sent as Idempotency-Key on each of its attempts.
@@ -350,7 +351,7 @@ class CallbackAttempt(models.Model):
         ordering = ["job", "number"]
 
     def __str__(self) -> str:
-        return f"Callback {self.number} of job {self.job_id}"
+        return f"Callback {self.number} of {f'batch {self.batch_id}' if self.batch_id else f'job {self.job_id}'}"
 
     @property
     def delivered(self) -> bool:
@@ -366,9 +367,14 @@ class DeliveryState(models.TextChoices):
 
 class CallbackDelivery(models.Model):
     """A callback owed to a job's ReplyTo: written in the transaction that ends the job, so a crash
-    cannot lose it, and sent (at least once, always with its key) by whoever claims it."""
+    cannot lose it, and sent (at least once, always with its key) by whoever claims it.
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="callback_deliveries")
+    A batch's delivery (batch set, job empty) is owed once every item of the batch has ended."""
+
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="callback_deliveries")
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="callback_deliveries"
+    )
     # Sent as Idempotency-Key on each of its attempts.
     key = models.CharField(max_length=36)
     state = models.CharField(max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING)
@@ -383,7 +389,7 @@ class CallbackDelivery(models.Model):
         verbose_name_plural = "callback deliveries"
 
     def __str__(self) -> str:
-        return f"Callback delivery {self.key} of job {self.job_id}"
+        return f"Callback delivery {self.key} of {f'batch {self.batch_id}' if self.batch_id else f'job {self.job_id}'}"
 
     @property
     def summary(self) -> str:

@@ -49,6 +49,18 @@ def private_channel_layer(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(autouse=True)
+def fresh_redis_channel_layer() -> None:
+    """Each test runs its own event loop; a Redis channel layer made in an earlier test's loop keeps
+    that loop's locks (one still held if that test ended mid-receive), so each test gets its own."""
+    from django.conf import settings
+
+    if settings.configured and "redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"].lower():
+        from channels.layers import channel_layers
+
+        channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def fresh_model_lookups() -> None:
     """Each test starts without the model lookups an earlier test's agents left (a flush sends no signals)."""
     from django.conf import settings

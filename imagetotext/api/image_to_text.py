@@ -25,12 +25,13 @@ from imagetotext.api.wire import (
 )
 from imagetotext.callbacks import CallbackRefused, check_destination
 from imagetotext.conf import Conf
+from imagetotext.dataset import sanitised_path
 from imagetotext.db_threads import arun
 from imagetotext.errors import Refusal
 from imagetotext.images import read_uploaded_file
 from imagetotext.jobs import JobRequest, create_with_upload, validate
 from imagetotext.live import wait_until_finished
-from imagetotext.models import Job, State
+from imagetotext.models import Job, Preset, State
 from imagetotext.replyto import InvalidReplyTo
 from imagetotext.replyto import parse as parse_reply_to
 from imagetotext.tasks import run_for_request
@@ -100,20 +101,33 @@ def accept_job(request: ApiRequest, queued: bool) -> Job:
     """Read the request, keep the image and submit the job, all or nothing."""
     fields = fields_of(request)
     # A synchronous request sends the image on at once: decode it once, for the check and the backend.
-    image = read_uploaded_file(uploaded_image(request), None if queued else Conf.RESIZE_LONGEST_SIDE)
+    upload = uploaded_image(request)
+    image = read_uploaded_file(upload, None if queued else Conf.RESIZE_LONGEST_SIDE)
+    preset = find_preset(text_field(fields, "Preset", 50))
     job_request = JobRequest(
         owner=request.owner,
         api_key=request.api_key,
         model=text_field(fields, "Model", 200),
-        prompt=text_field(fields, "Prompt"),
-        florence_task=text_field(fields, "Task", 50),
+        prompt=text_field(fields, "Prompt") or (preset.prompt if preset else ""),
+        florence_task=text_field(fields, "Task", 50) or (preset.florence_task if preset else ""),
         ref_id=text_field(fields, "RefId", 100),
         tag=text_field(fields, "Tag", 100) or request.headers.get("Tag", ""),
+        path=sanitised_path(upload.name or "")[0],
     )
     if queued:
         job_request.reply_to = reply_to(request, fields)
         job_request.reply_state = text_field(fields, "State", 2000)
     return create_with_upload(validate(job_request), image, hand_to_workers=queued)
+
+
+def find_preset(key: str) -> Preset | None:
+    """The preset a request names (its prompt and Florence task stand in for missing ones), or None."""
+    if not key:
+        return None
+    preset = Preset.objects.filter(key=key).first()
+    if preset is None:
+        raise Refusal(f"Unknown preset {key!r}", field="Preset")
+    return preset
 
 
 def reply_to(request: HttpRequest, fields: dict[str, Any]) -> str:

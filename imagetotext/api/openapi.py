@@ -181,6 +181,7 @@ IMAGE_FIELDS: dict[str, Schema] = {
         "only for tasks that take text, e.g. `docvqa`.",
     ),
     "Task": field("string", f"Florence-2 task (not in AI Server); default `{florence.DEFAULT_TASK}`."),
+    "Preset": field("string", "A preset's key (`caption`, `detailed`, `text`, `tags`, `alt`): its prompt and task."),
     "RefId": REF_ID,
     "Tag": TAG,
 }
@@ -216,6 +217,62 @@ GENERATE_REPLY: dict[str, Schema] = {
             "eval_duration",
         )
     },
+}
+
+COUNTS = obj(
+    "Items by state.",
+    {name: field("integer", name) for name in ("queued", "running", "completed", "failed", "cancelled", "total")},
+)
+SKIPPED = array(
+    obj("A file left out.", {"path": field("string", "Its path"), "reason": field("string", "Why")}),
+    "Files or ZIP members left out, with why.",
+)
+BATCH_SCHEMAS: dict[str, Schema] = {
+    "QueueImageToTextBatchResponse": obj(
+        "The queued batch.",
+        {
+            "batchId": field("integer", "The batch's id."),
+            "refId": field("string", "The batch's refId."),
+            "total": field("integer", "Items queued."),
+            "skipped": SKIPPED,
+            "statusUrl": field("string", "Absolute GetBatchStatus URL.", format="uri"),
+        },
+    ),
+    "BatchItem": obj(
+        "One item.",
+        {
+            "path": field("string", "The file's name, with its folders inside a ZIP."),
+            "jobId": field("integer", "Its job (UpdateBatchCaption takes it)."),
+            "jobState": STATE,
+            "text": field("string", "The caption kept: the edit, else Prefix + earlier caption + text + Suffix."),
+            "originalText": field("string", "The model's own text."),
+            "edited": field("boolean", "Whether the caption was edited."),
+            "error": field("string", "Why it failed or was cancelled."),
+        },
+    ),
+    "GetBatchStatusResponse": obj(
+        "A batch: its state, counts, progress and a page of its items (also its ReplyTo body, with every item).",
+        {
+            "batchId": field("integer", "The batch's id."),
+            "refId": field("string", "The batch's refId."),
+            "name": field("string", "The ZIP's name, if any."),
+            "state": field(
+                "string",
+                "`Queued` until an item starts, `Running` until every item ended, then `Completed`, or "
+                "`Cancelled` if items were cancelled (failed items are counted, not a state).",
+                enum=["Queued", "Running", "Completed", "Cancelled"],
+            ),
+            "counts": COUNTS,
+            "rate": field("number", "Items ended per minute over the last five minutes."),
+            "secondsLeft": field("integer", "At that rate; absent when unknown."),
+            "finished": field("boolean", "Every item ended."),
+            "skip": field("integer", "Items skipped before this page."),
+            "take": field("integer", "Page size."),
+            "items": array(ref("BatchItem")),
+            "skipped": SKIPPED,
+            "replyState": field("string", "In the ReplyTo body only: the request's `State`."),
+        },
+    ),
 }
 
 SCHEMAS: dict[str, Schema] = {
@@ -328,6 +385,7 @@ SCHEMAS: dict[str, Schema] = {
             ),
         },
     ),
+    **BATCH_SCHEMAS,
     "GenerationCallback": obj(
         "POSTed to ReplyTo when a job ends (null members are sent).",
         {
@@ -457,6 +515,126 @@ def image_operations() -> dict[str, Any]:
     }
 
 
+BATCH_FIELDS: dict[str, Schema] = {
+    "image": array(field("string", "An image file part.", format="binary"), "Several parts named `image`; or:"),
+    "zip": field("string", "One ZIP; its images keep their folder paths.", format="binary"),
+    **{name: IMAGE_FIELDS[name] for name in ("Model", "Prompt", "Preset", "Tag")},
+    "Prefix": field("string", "Added before every caption as given, e.g. `sks photo, `."),
+    "Suffix": field("string", "Added after every caption as given."),
+    "Duplicates": field(
+        "string",
+        "An image the caller already had captioned with the same model and prompt: `again` (default) runs "
+        "it, `reuse` takes that caption without running it, `append` runs it and adds to that caption.",
+        enum=["again", "reuse", "append"],
+    ),
+    "RefId": REF_ID,
+    "ReplyTo": field("string", "POSTed the GetBatchStatus document, every item in it, once every item ended."),
+    "State": field("string", "Echoed as `replyState` in the callback."),
+}
+BATCH_EXAMPLE = {"zip": "@holiday.zip", "Model": "llava:7b", "Preset": "caption", "Prefix": "sks photo, "}
+BATCH_LOOKUP = [
+    query("BatchId", {"type": "integer"}, "The batch's id.", 7),
+    query("RefId", {"type": "string"}, "The batch's refId; used when BatchId is not given.", "holiday-1"),
+]
+
+
+def batch_operations() -> dict[str, Any]:
+    def simple(op_id: str, summary: str, body: dict[str, Schema], example: Any, reply: dict[str, Any]) -> Schema:
+        kinds = {int: "integer", str: "string"}
+        schema = obj(summary, {name: field(kinds[type(value)], name) for name, value in reply.items()})
+        return operation(
+            op_id,
+            summary,
+            "As a JSON body, a form or the query string.",
+            {"200": {"description": summary, "content": content(schema, reply)}, **errors(LOOKUP_ERRORS)},
+            tag="Batches",
+            requestBody={"content": content(obj(summary, body), example)},
+        )
+
+    batch_id = {"BatchId": field("integer", "The batch's id."), "RefId": REF_ID}
+    queue = operation(
+        "QueueImageToTextBatch",
+        "Queue many images as one batch",
+        "Several `image` parts or one `zip` part (limits: BATCH_MAX_ITEMS images, BATCH_MAX_BYTES in all). A file "
+        "that is not an image is skipped with its reason; a ZIP that is not one, or too large, is refused whole.",
+        {
+            "200": ok(
+                "The batch.",
+                "QueueImageToTextBatchResponse",
+                {
+                    "batchId": 7,
+                    "refId": "holiday-1",
+                    "total": 52,
+                    "skipped": [],
+                    "statusUrl": status_url("GetBatchStatus"),
+                },
+            ),
+            **errors(UPLOAD_ERRORS, e400=IMAGE_400, e404=MODEL_404, e405=AGENT_405),
+        },
+        tag="Batches",
+        requestBody={
+            "required": True,
+            "content": content(obj("Multipart form.", BATCH_FIELDS), BATCH_EXAMPLE, "multipart/form-data"),
+        },
+    )
+    status = operation(
+        "GetBatchStatus",
+        "A batch's progress and items",
+        "Items in the order queued, `Skip` and `Take` (default 100, at most 1000) page them.",
+        {"200": ok("The batch.", "GetBatchStatusResponse", None), **errors(LOOKUP_ERRORS)},
+        tag="Batches",
+        parameters=[
+            *BATCH_LOOKUP,
+            query("Skip", {"type": "integer"}, "Items to skip.", 0),
+            query("Take", {"type": "integer"}, "Items to return.", 100),
+        ],
+    )
+    export = operation(
+        "GetBatchExport",
+        "The batch as a dataset",
+        "`zip` (default): each image under its path, a .txt caption beside it, captions.csv and captions.jsonl; "
+        "or just the `csv` or `jsonl`. Streamed.",
+        {
+            "200": {
+                "description": "An attachment (Content-Disposition names it after the batch).",
+                "content": {
+                    **content(field("string", "The dataset ZIP.", format="binary"), media="application/zip"),
+                    **content(field("string", "captions.csv"), media="text/csv"),
+                    **content(field("string", "captions.jsonl"), media="application/x-ndjson"),
+                },
+            },
+            **errors(LOOKUP_ERRORS),
+        },
+        tag="Batches",
+        parameters=[*BATCH_LOOKUP, query("Format", {"type": "string"}, "zip, csv or jsonl", "zip")],
+    )
+    caption_body = {"JobId": field("integer", "The item's jobId."), "Caption": field("string", "At most 100,000.")}
+    return {
+        "/api/QueueImageToTextBatch": {"post": queue},
+        "/api/GetBatchStatus": {"get": status},
+        "/api/CancelBatch": {
+            "post": simple(
+                "CancelBatch", "Cancel the items not ended", batch_id, {"BatchId": 7}, {"batchId": 7, "cancelled": 3}
+            )
+        },
+        "/api/RetryBatch": {
+            "post": simple(
+                "RetryBatch", "Run failed items again", batch_id, {"BatchId": 7}, {"batchId": 7, "retried": 1}
+            )
+        },
+        "/api/UpdateBatchCaption": {
+            "post": simple(
+                "UpdateBatchCaption",
+                "Keep an edited caption",
+                caption_body,
+                {"JobId": 42, "Caption": "sks, a cat"},
+                {"jobId": 42, "batchId": 7, "text": "sks, a cat", "originalText": "a cat"},
+            )
+        },
+        "/api/GetBatchExport": {"get": export},
+    }
+
+
 def generate_operation(op_id: str, default_stream: str) -> Schema:
     body = {"required": True, "content": content(ref("OllamaGenerateRequest"), EXAMPLE_GENERATE)}
     stream = content(ref("OllamaGenerateResponse"), None, "application/x-ndjson")
@@ -569,8 +747,8 @@ def build_document() -> dict[str, Any]:
         "info": {"title": "Image to Text API", "version": VERSION, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": "Image to text"}, {"name": "Ollama"}, {"name": "Models"}],
-        "paths": {**image_operations(), **ollama_operations(), **model_operations()},
+        "tags": [{"name": "Image to text"}, {"name": "Batches"}, {"name": "Ollama"}, {"name": "Models"}],
+        "paths": {**image_operations(), **batch_operations(), **ollama_operations(), **model_operations()},
         "components": {
             "securitySchemes": {
                 "bearer": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from imagetotext.api import active_models, docs, image_to_text, ollama_compat
+from imagetotext.api import active_models, batches, docs, image_to_text, ollama_compat
 
 urlpatterns = [
     path("ImageToText", image_to_text.image_to_text, name="image-to-text-api"),
@@ -14,6 +14,12 @@ urlpatterns = [
     path("generate", ollama_compat.ollama_generation, name="ollama-generate"),
     path("QueueOllamaGeneration", ollama_compat.queue_ollama_generation, name="queue-ollama-generation"),
     path("GetOllamaGenerationStatus", ollama_compat.get_ollama_generation_status, name="get-ollama-generation-status"),
+    path("QueueImageToTextBatch", batches.queue_image_to_text_batch, name="queue-image-to-text-batch"),
+    path("GetBatchStatus", batches.get_batch_status, name="get-batch-status"),
+    path("CancelBatch", batches.cancel_batch, name="cancel-batch"),
+    path("RetryBatch", batches.retry_batch, name="retry-batch"),
+    path("UpdateBatchCaption", batches.update_batch_caption, name="update-batch-caption"),
+    path("GetBatchExport", batches.get_batch_export, name="get-batch-export"),
     path("ActiveAiModels", active_models.active_ai_models, name="active-ai-models"),
     path("openapi.json", docs.openapi_json, name="openapi-json"),
     path("docs", docs.api_docs, name="api-docs"),

@@ -81,9 +81,15 @@ def users_jobs(user: Any) -> QuerySet[Job]:
     return Job.objects.owned_by(user).select_related("image", "agent")
 
 
+def single_jobs(user: Any) -> QuerySet[Job]:
+    """The jobs the page shows as cards: a batch's are followed on the batch's own page, so a
+    ZIP of 1,000 images never sends 1,000 cards here."""
+    return users_jobs(user).filter(batch__isnull=True)
+
+
 def latest_cards(user: Any) -> list[Card]:
-    """What the page lists: the user's newest jobs, newest first."""
-    return [card(job) for job in users_jobs(user)[:CARDS_ON_PAGE]]
+    """What the page lists: the user's newest single jobs, newest first."""
+    return [card(job) for job in single_jobs(user)[:CARDS_ON_PAGE]]
 
 
 def job_for(user: Any, job_id: int) -> Job | None:
@@ -92,6 +98,6 @@ def job_for(user: Any, job_id: int) -> Job | None:
 
 
 def resync_jobs(user: Any) -> list[Job]:
-    """The user's unfinished and recently finished jobs: what a reconnecting page may have missed."""
+    """The user's unfinished and recently finished single jobs: what a reconnecting page may have missed."""
     recent = Q(finished_at__gte=timezone.now() - RESYNC_FINISHED_WITHIN)
-    return list(users_jobs(user).filter(~Q(state__in=FINISHED) | recent))
+    return list(single_jobs(user).filter(~Q(state__in=FINISHED) | recent))

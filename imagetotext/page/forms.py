@@ -1,4 +1,4 @@
-"""What the Image to Text page offers: prompt presets, the model list, and the submit form."""
+"""What the Image to Text page offers: prompt presets (Preset rows), the model list, and the submit form."""
 
 from __future__ import annotations
 
@@ -9,45 +9,13 @@ from typing import Any, TypedDict, cast
 from django import forms
 
 from agents.models import AgentModel, Capability
+from imagetotext.models import Duplicates, Preset
 
-
-@dataclass(frozen=True)
-class Preset:
-    key: str
-    label: str
-    prompt: str
-    florence_task: str
-
-
-PRESETS = [
-    Preset("caption", "Short caption", "Write one short sentence that captions this image.", "caption"),
-    Preset(
-        "detailed",
-        "Detailed description",
-        "Describe this image in detail: the subject, the setting, colours, and any text you can read.",
-        "more_detailed_caption",
-    ),
-    Preset(
-        "text",
-        "Extract text",
-        "Extract all text visible in this image, keeping its line breaks. Reply with the text only.",
-        "ocr",
-    ),
-    Preset(
-        "tags",
-        "Tags / keywords",
-        "List 10 to 15 comma-separated keywords for this image, most relevant first. Reply with the list only.",
-        "caption",
-    ),
-    Preset(
-        "alt",
-        "Alt text for accessibility",
-        "Write alt text for this image for someone using a screen reader: one or two concise sentences, "
-        "without starting with 'image of'.",
-        "detailed_caption",
-    ),
-]
-PRESETS_BY_KEY = {preset.key: preset for preset in PRESETS}
+# With no Preset rows (an admin deleted them, or a flushed test database) the page still works.
+FALLBACK_PRESET = Preset(
+    key="describe", label="Describe", prompt="Describe this image.", florence_task="more_detailed_caption"
+)
+DEFAULT_PRESET_KEY = "detailed"
 # Florence-2 has a real tagging task on some fine-tuned models; plain captions otherwise.
 TAGS_TASK = "prompt_gen_tags"
 OCR_PRESET = "text"
@@ -66,11 +34,19 @@ GROUP_LABELS = {
 }
 
 
-def florence_task_for(preset_key: str, tasks: list[str]) -> str:
+def load_presets() -> list[Preset]:
+    """The presets the page offers, in their order; the plain fallback alone when there are none."""
+    return list(Preset.objects.all()) or [FALLBACK_PRESET]
+
+
+def default_preset(presets: list[Preset]) -> Preset:
+    return next((preset for preset in presets if preset.key == DEFAULT_PRESET_KEY), presets[0])
+
+
+def florence_task_for(preset: Preset, tasks: list[str]) -> str:
     """The Florence-2 task that does what a preset asks, given the tasks the model has."""
-    if preset_key == "tags" and TAGS_TASK in tasks:
+    if preset.key == "tags" and TAGS_TASK in tasks:
         return TAGS_TASK
-    preset = PRESETS_BY_KEY.get(preset_key) or PRESETS_BY_KEY["detailed"]
     return preset.florence_task
 
 
@@ -82,13 +58,14 @@ class ModelChoice:
     capability: str
     agents: list[str] = field(default_factory=list)
     florence_tasks: list[str] = field(default_factory=list)
+    presets: list[Preset] = field(default_factory=list)
 
     @property
     def preset_tasks(self) -> dict[str, str]:
         """For a Florence-2 model: the task each preset runs on it (the page shows it)."""
         if self.capability != Capability.FLORENCE2:
             return {}
-        return {preset.key: florence_task_for(preset.key, self.florence_tasks) for preset in PRESETS}
+        return {preset.key: florence_task_for(preset, self.florence_tasks) for preset in self.presets}
 
     @property
     def preset_tasks_json(self) -> str:
@@ -99,12 +76,12 @@ class ModelChoice:
         return f"{self.name} · {', '.join(self.agents)}"
 
 
-def usable_models() -> dict[str, ModelChoice]:
+def usable_models(presets: list[Preset]) -> dict[str, ModelChoice]:
     """Models that can take an image right now, by name, in selector order."""
     choices: dict[str, ModelChoice] = {}
     rows = AgentModel.objects.usable().accepting_images().select_related("agent").order_by("capability", "name")
     for row in rows:
-        choice = choices.setdefault(row.name, ModelChoice(row.name, row.capability))
+        choice = choices.setdefault(row.name, ModelChoice(row.name, row.capability, presets=presets))
         choice.agents.append(row.agent.name)
         for task in row.details.get("tasks", []):
             if task not in choice.florence_tasks:
@@ -139,20 +116,30 @@ class SubmitForm(forms.Form):
             "invalid_choice": ("The model %(value)s cannot take images right now; choose another."),
         }
     )
-    preset = forms.ChoiceField(choices=[(p.key, p.label) for p in PRESETS], required=False)
+    preset = forms.ChoiceField(required=False)
     prompt = forms.CharField(required=False, max_length=4000)
     tag = forms.CharField(required=False, max_length=100)
+    # Only for batches (several images, a folder or a ZIP): around every caption, and duplicates.
+    caption_prefix = forms.CharField(required=False, max_length=500, strip=False)
+    caption_suffix = forms.CharField(required=False, max_length=500, strip=False)
+    duplicates = forms.ChoiceField(choices=Duplicates.choices, required=False)
 
-    def __init__(self, *args: Any, models: dict[str, ModelChoice], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, models: dict[str, ModelChoice], presets: list[Preset], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.models = models
+        self.presets = {preset.key: preset for preset in presets}
         cast(forms.ChoiceField, self.fields["model"]).choices = [(name, name) for name in models]
+        cast(forms.ChoiceField, self.fields["preset"]).choices = [(p.key, p.label) for p in presets]
+
+    def chosen_preset(self) -> Preset:
+        """The preset asked for, after is_valid(); the default one when none was."""
+        return self.presets.get(self.cleaned_data["preset"]) or default_preset(list(self.presets.values()))
 
     def job_fields(self) -> JobFields:
         """Model, prompt and Florence-2 task for the JobRequest, after is_valid()."""
         data = self.cleaned_data
         choice = self.models[data["model"]]
-        preset = data["preset"] or "detailed"
+        preset = self.chosen_preset()
         if choice.capability == Capability.FLORENCE2:
             return {
                 "model": choice.name,
@@ -161,5 +148,5 @@ class SubmitForm(forms.Form):
             }
         if choice.capability == Capability.OCR:
             return {"model": choice.name, "prompt": "", "florence_task": ""}
-        prompt = data["prompt"].strip() or PRESETS_BY_KEY[preset].prompt
+        prompt = data["prompt"].strip() or preset.prompt
         return {"model": choice.name, "prompt": prompt, "florence_task": ""}

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from imagetotext.page import views
+from imagetotext.page import batch_views, views
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -16,5 +16,21 @@ urlpatterns = [
     path("ImageToText/jobs/<int:job_id>/cancel", views.cancel, name="image-to-text-cancel"),
     path("ImageToText/jobs/<int:job_id>/delete", views.delete, name="image-to-text-delete"),
     path("ImageToText/history", views.history, name="image-to-text-history"),
+    path("ImageToText/history/export", batch_views.history_export, name="image-to-text-history-export"),
     path("ImageToText/thumbnails/<str:sha256>.webp", views.thumbnail, name="image-to-text-thumbnail"),
+    path("ImageToText/batches", batch_views.batch_list, name="image-to-text-batches"),
+    path("ImageToText/batches/<int:batch_id>", batch_views.batch_detail, name="image-to-text-batch"),
+    path("ImageToText/batches/<int:batch_id>/retry", batch_views.retry_failed, name="image-to-text-batch-retry"),
+    path("ImageToText/batches/<int:batch_id>/cancel", batch_views.cancel_rest, name="image-to-text-batch-cancel"),
+    path("ImageToText/batches/<int:batch_id>/export", batch_views.batch_export, name="image-to-text-batch-export"),
+    path(
+        "ImageToText/batches/<int:batch_id>/items/<int:job_id>/caption",
+        batch_views.caption_editor,
+        name="image-to-text-caption-editor",
+    ),
+    path(
+        "ImageToText/batches/<int:batch_id>/items/<int:job_id>/caption/save",
+        batch_views.save_caption,
+        name="image-to-text-caption-save",
+    ),
 ]

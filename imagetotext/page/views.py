@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Length, Substr
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
@@ -32,14 +32,23 @@ from imagetotext.errors import ImageRejected, Refusal
 from imagetotext.images import UploadedImage, read_uploaded_file
 from imagetotext.images import thumbnail as make_thumbnail
 from imagetotext.models import InvalidTransition, Job, StoredImage
+from imagetotext.page import sending
 from imagetotext.page.cards import PREVIEW_CHARS, card, latest_cards, render_card
-from imagetotext.page.forms import PRESETS, SubmitForm, model_groups, usable_models
+from imagetotext.page.forms import (
+    FALLBACK_PRESET,
+    SubmitForm,
+    default_preset,
+    load_presets,
+    model_groups,
+    usable_models,
+)
 
 HISTORY_PAGE_SIZE = 20
 THUMBNAIL_SIZE = 320
 ERRORS = "imagetotext/partials/upload_errors.html"
 # Job ids as the page sends them: ASCII digits (str.isdigit also takes "²"), within a bigint.
 JOB_ID_DIGITS = 18
+PATH_MAX_CHARS = Job._meta.get_field("path").max_length or 500
 
 
 class PageRequest(HttpRequest):
@@ -64,13 +73,16 @@ def page(request: HttpRequest) -> HttpResponse:
 
 
 def render_page(request: HttpRequest, errors: list[str] | None = None, status: int = 200) -> HttpResponse:
-    models = usable_models()
+    presets = load_presets()
+    models = usable_models(presets)
     context = {
         "model_groups": model_groups(models),
         # Only the built-in OCR (or nothing): say how to get captions and descriptions.
         "needs_agent": all(choice.capability == Capability.OCR for choice in models.values()),
-        "presets": PRESETS,
-        "default_preset": PRESETS[1],
+        "presets": presets,
+        "default_preset": default_preset(presets),
+        "no_presets": presets == [FALLBACK_PRESET],
+        "duplicates": sending.DUPLICATE_CHOICES,
         "cards": latest_cards(request.user),
         "errors": errors or [],
     }
@@ -111,17 +123,23 @@ def body_refusal(request: HttpRequest) -> tuple[str, int] | None:
 @require_POST
 @readable_body_errors
 def submit(request: PageRequest) -> HttpResponse:
-    """One job per image sent (uploads, or stored images run again); nothing is written if any is refused.
+    """One image (or stored images run again): one job each, nothing written if any is refused.
+    Several images, a folder or one ZIP: a batch, where a bad file is skipped and reported.
 
     The new cards reach the page over its WebSocket, like every later change of theirs.
     """
-    form = SubmitForm(request.POST, models=usable_models())
-    images, errors = read_images(request)
-    spec = None
+    presets = load_presets()
+    form = SubmitForm(request.POST, models=usable_models(presets), presets=presets)
+    uploads = sending.named_uploads(request)
     if not form.is_valid():
         # str(): an ErrorList yields its messages as strings, which its stubs do not say.
-        errors = [str(message) for messages in form.errors.values() for message in messages] + errors
-    elif not errors:
+        return refuse(request, [str(message) for messages in form.errors.values() for message in messages])
+    # Stored images run again go with new ones as single jobs, as before batches.
+    if sending.is_batch(uploads) and not request.POST.getlist("again"):
+        return send_batch(request, form, uploads)
+    images, errors = read_images(request, uploads)
+    spec = None
+    if not errors:
         try:
             spec = jobs.validate(job_request(request, form))
         except Refusal as refused:
@@ -129,28 +147,42 @@ def submit(request: PageRequest) -> HttpResponse:
     if spec is None or errors:
         return refuse(request, errors)
     try:
-        for image in images:
-            create(spec, image)
+        for image, path in images:
+            create(spec, image, path)
     except Refusal as refused:
         errors.append(refused.message)  # e.g. the disk filled up meanwhile; what was sent stays sent
     if not request.htmx:
         return refuse(request, errors) if errors else redirect("image-to-text")
-    return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}))
+    return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}) + sending.render_sent(None))
 
 
-def read_images(request: HttpRequest) -> tuple[list[UploadedImage | StoredImage], list[str]]:
+def send_batch(request: PageRequest, form: SubmitForm, uploads: list[sending.NamedUpload]) -> HttpResponse:
+    """The uploads as one batch; its page follows it. Only a refusal of the whole batch sends nothing."""
+    try:
+        batch = sending.create_batch(request.user, form, uploads)
+    except Refusal as refused:
+        return refuse(request, [refused.message], status=refused.status if refused.status < 500 else 400)
+    if not request.htmx:
+        return redirect("image-to-text-batch", batch_id=batch.pk)
+    return HttpResponse(render_to_string(ERRORS, {"errors": [], "oob": True}) + sending.render_sent(batch))
+
+
+ImageAndPath = tuple[UploadedImage | StoredImage, str]
+
+
+def read_images(request: HttpRequest, uploads: list[sending.NamedUpload]) -> tuple[list[ImageAndPath], list[str]]:
     """Every upload checked, plus the stored images of the user's jobs to run again; with the refusals."""
-    images: list[UploadedImage | StoredImage] = []
+    images: list[ImageAndPath] = []
     errors = []
-    for upload in request.FILES.getlist("images"):
+    for upload in uploads:
         try:
-            images.append(read_uploaded_file(upload))
+            images.append((read_uploaded_file(upload.file), upload.path))
         except ImageRejected as rejected:
-            errors.append(f"{upload.name}: {rejected.message}")
+            errors.append(f"{upload.path}: {rejected.message}")
     again = [value for value in request.POST.getlist("again") if is_job_id(value)]
     for job in Job.objects.owned_by(request.user).filter(pk__in=again, image__isnull=False).select_related("image"):
         if job.image is not None:  # always, by the filter
-            images.append(job.image)
+            images.append((job.image, job.path))
     if not images and not errors:
         errors.append("Add at least one image: choose files, drop them on the page, or paste one.")
     return images, errors
@@ -165,15 +197,20 @@ def job_request(request: HttpRequest, form: SubmitForm) -> jobs.JobRequest:
     return jobs.JobRequest(owner=request.user, tag=form.cleaned_data["tag"], **form.job_fields())
 
 
-def create(spec: jobs.JobSpec, image: UploadedImage | StoredImage) -> Job:
+def create(spec: jobs.JobSpec, image: UploadedImage | StoredImage, path: str) -> Job:
+    """The job for one image, keeping the file's name (sanitised) as its path."""
+    named = jobs.JobSpec({**spec.fields, "path": path[:PATH_MAX_CHARS]}, spec.ref_id)
     if isinstance(image, StoredImage):
-        return jobs.create(spec, image)
-    return jobs.create_with_upload(spec, image)
+        return jobs.create(named, image)
+    return jobs.create_with_upload(named, image)
 
 
 def refuse(request: PageRequest, errors: list[str], status: int = 400) -> HttpResponse:
     if request.htmx:
-        return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}), status=status)
+        # The notice of an earlier batch goes: it would read as if this send went.
+        return HttpResponse(
+            render_to_string(ERRORS, {"errors": errors, "oob": True}) + sending.render_sent(None), status=status
+        )
     return render_page(request, errors, status=status)
 
 
@@ -263,21 +300,15 @@ def thumbnail(request: PageRequest, sha256: str) -> HttpResponse:
 
 @login_required
 def history(request: HttpRequest) -> HttpResponse:
-    """The user's past requests, newest first, searchable by text, model and tag."""
+    """The user's past requests, newest first, searchable by file name, text, model and tag."""
     mine = Job.objects.owned_by(request.user)
-    query, model, tag = (request.GET.get(name, "").strip() for name in ("q", "model", "tag"))
+    query, model, tag = search_terms(request)
     # A row shows the start of the text: the rest stays in the database.
     found = (
-        mine.select_related("image", "agent")
+        searched(mine.select_related("image", "agent"), query, model, tag)
         .defer("output")
         .annotate(output_head=Substr("output", 1, PREVIEW_CHARS), output_length=Length("output"))
     )
-    if query:
-        found = found.filter(Q(prompt__icontains=query) | Q(output__icontains=query) | Q(error__icontains=query))
-    if model:
-        found = found.filter(model=model)
-    if tag:
-        found = found.filter(tag=tag)
     context: dict[str, Any] = {
         "page": Paginator(found, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
         "q": query,
@@ -290,3 +321,26 @@ def history(request: HttpRequest) -> HttpResponse:
     }
     context["filters"].pop("page", None)
     return render(request, "imagetotext/history.html", context)
+
+
+def search_terms(request: HttpRequest) -> tuple[str, str, str]:
+    """The history search: words, model, tag (each may be empty)."""
+    query, model, tag = (request.GET.get(name, "").strip() for name in ("q", "model", "tag"))
+    return query, model, tag
+
+
+def searched(found: QuerySet[Job], query: str, model: str, tag: str) -> QuerySet[Job]:
+    """The jobs a history search finds: words in the file's path, the prompt, the text or the error."""
+    if query:
+        found = found.filter(
+            Q(path__icontains=query)
+            | Q(prompt__icontains=query)
+            | Q(output__icontains=query)
+            | Q(edited_text__icontains=query)
+            | Q(error__icontains=query)
+        )
+    if model:
+        found = found.filter(model=model)
+    if tag:
+        found = found.filter(tag=tag)
+    return found

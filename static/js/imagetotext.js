@@ -5,12 +5,24 @@
 
   // --- images waiting to be sent ---------------------------------------------
 
-  // Each item is {file} for a new image or {again, thumb} for a stored one run again.
+  // Each item is {file, path, thumb} for a new file (path: its place in a folder) or
+  // {again, thumb} for a stored one run again. Several files, a folder or a ZIP make a batch.
   const pending = [];
 
+  function isZip(file) {
+    return /\.zip$/i.test(file.name) || /zip/.test(file.type);
+  }
+
+  // Django keeps only a file name's last part, so each file's folder path goes in "paths" beside it.
   function syncFileInput(form) {
     const transfer = new DataTransfer();
-    pending.filter((item) => item.file).forEach((item) => transfer.items.add(item.file));
+    form.querySelectorAll("input[name=paths]").forEach((input) => input.remove());
+    pending.filter((item) => item.file).forEach((item) => {
+      transfer.items.add(item.file);
+      const input = document.createElement("input");
+      Object.assign(input, { type: "hidden", name: "paths", value: item.path });
+      form.appendChild(input);
+    });
     form.querySelector("#images").files = transfer.files;
   }
 
@@ -28,18 +40,22 @@
 
   function pendingItem(form, item, index) {
     const li = document.createElement("li");
-    const img = document.createElement("img");
-    img.src = item.thumb;
-    img.alt = item.file ? `Preview of ${item.file.name}` : `The image of request ${item.again}`;
+    const img = document.createElement(item.thumb ? "img" : "span");
+    if (item.thumb) {
+      img.src = item.thumb;
+      img.alt = item.file ? `Preview of ${item.path}` : `The image of request ${item.again}`;
+    } else {
+      Object.assign(img, { className: "pending-zip", textContent: "ZIP" });
+    }
     const name = document.createElement("span");
     name.className = "pending-name";
-    name.textContent = item.file ? item.file.name : `Request ${item.again}, again`;
+    name.textContent = item.file ? item.path : `Request ${item.again}, again`;
     const remove = document.createElement("button");
     Object.assign(remove, { type: "button", className: "button button--quiet", textContent: "Remove" });
     remove.setAttribute("aria-label", `Remove ${name.textContent}`);
     remove.addEventListener("click", () => {
       const [gone] = pending.splice(index, 1);
-      if (gone.file) URL.revokeObjectURL(gone.thumb);
+      if (gone.file && gone.thumb) URL.revokeObjectURL(gone.thumb);
       renderPending(form);
       form.querySelector("#images").focus();
     });
@@ -47,15 +63,39 @@
     return li;
   }
 
+  // files: File objects, or [file, path] pairs for files found in a dropped folder.
   function addFiles(form, files) {
-    for (const file of files) {
-      pending.push({ file, thumb: URL.createObjectURL(file) });
+    for (const entry of files) {
+      const [file, path] = Array.isArray(entry) ? entry : [entry, entry.webkitRelativePath || entry.name];
+      pending.push({ file, path, thumb: isZip(file) ? "" : URL.createObjectURL(file) });
     }
     renderPending(form);
   }
 
+  // A dropped folder arrives as an entry to walk; its files keep their paths inside it.
+  async function droppedFiles(transfer) {
+    const entries = [...transfer.items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+    if (!entries.some((entry) => entry.isDirectory)) return [...transfer.files];
+    const found = [];
+    async function walk(entry) {
+      if (entry.isFile) {
+        const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+        found.push([file, entry.fullPath.replace(/^\//, "")]);
+      } else if (entry.isDirectory) {
+        const reader = entry.createReader();
+        for (;;) {
+          const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+          if (!batch.length) break;
+          for (const child of batch) await walk(child);
+        }
+      }
+    }
+    for (const entry of entries) await walk(entry);
+    return found;
+  }
+
   function clearPending(form) {
-    pending.filter((item) => item.file).forEach((item) => URL.revokeObjectURL(item.thumb));
+    pending.filter((item) => item.file && item.thumb).forEach((item) => URL.revokeObjectURL(item.thumb));
     pending.length = 0;
     renderPending(form);
   }
@@ -67,15 +107,20 @@
       const chosen = [...input.files].filter((file) => !pending.some((item) => item.file === file));
       addFiles(form, chosen);
     });
+    const folder = form.querySelector("#folder");
+    folder?.addEventListener("change", () => {
+      addFiles(form, [...folder.files]);
+      folder.value = "";  // the files now live in #images; this input sends nothing
+    });
     zone.addEventListener("dragover", (event) => {
       event.preventDefault();
       zone.classList.add("dropzone--over");
     });
     zone.addEventListener("dragleave", () => zone.classList.remove("dropzone--over"));
-    zone.addEventListener("drop", (event) => {
+    zone.addEventListener("drop", async (event) => {
       event.preventDefault();
       zone.classList.remove("dropzone--over");
-      addFiles(form, event.dataTransfer.files);
+      addFiles(form, await droppedFiles(event.dataTransfer));
     });
     document.addEventListener("paste", (event) => {
       const files = [...(event.clipboardData?.files || [])].filter((file) => file.type.startsWith("image/"));
@@ -109,8 +154,9 @@
       presets.forEach((radio) => {
         radio.disabled = task === "ocr" && radio.value !== "text";
       });
-      if (task === "ocr") presets.find((radio) => radio.value === "text").checked = true;
-      const chosen = presets.find((radio) => radio.checked);
+      const textPreset = presets.find((radio) => radio.value === "text");
+      if (task === "ocr" && textPreset) textPreset.checked = true;
+      const chosen = presets.find((radio) => radio.checked) || presets[0];
       prompt.disabled = task !== "vision";
       if (task === "florence2") {
         // The server says which Florence-2 task each preset runs on this model.

@@ -206,3 +206,13 @@ def test_a_request_twisted_cannot_parse_gets_a_400_with_a_body(server, bad_heade
 
     assert status == 400
     assert json.loads(body)["error"] == "The request is not valid HTTP/1.1"
+
+
+def test_a_batch_zip_larger_than_one_image_reaches_django(server) -> None:
+    body = b"x" * (3 * 1024 * 1024)  # a small ZIP already passes the 1 MB of a route without images
+    head = request("/api/QueueImageToTextBatch", "Content-Type: text/plain", f"Content-Length: {len(body)}")
+
+    status, _, answer = exchange(server, head, body)
+
+    assert status == 401  # Django's answer (no key), not the guard's 413
+    assert json.loads(answer)["responseStatus"]["errorCode"] == "Unauthorized"
