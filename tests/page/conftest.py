@@ -7,23 +7,13 @@ import importlib
 
 import pytest
 
-PRESETS = importlib.import_module("imagetotext.migrations.0009_presets").PRESETS
-
 
 def make_presets() -> list:
+    from django.apps import apps
+
     from imagetotext.models import Preset
 
-    for position, (key, label, prompt, task, description) in enumerate(PRESETS):
-        Preset.objects.update_or_create(
-            key=key,
-            defaults={
-                "label": label,
-                "prompt": prompt,
-                "florence_task": task,
-                "description": description,
-                "position": position,
-            },
-        )
+    importlib.import_module("imagetotext.migrations.0009_presets").add_presets(apps, None)
     return list(Preset.objects.all())
 
 
