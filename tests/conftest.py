@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -46,6 +47,24 @@ def private_channel_layer(tmp_path_factory: pytest.TempPathFactory) -> None:
     layer = settings.CHANNEL_LAYERS["default"]
     if layer["BACKEND"] == "aiserver.channel_layer.SQLiteChannelLayer":
         layer["CONFIG"]["path"] = str(tmp_path_factory.mktemp("channels") / "channels.sqlite3")
+
+
+def make_presets() -> list:
+    from django.apps import apps
+
+    from imagetotext.models import Preset
+
+    importlib.import_module("imagetotext.migrations.0009_presets").add_presets(apps, None)
+    return list(Preset.objects.all())
+
+
+@pytest.fixture(autouse=True)
+def presets(request: pytest.FixtureRequest) -> list:
+    """The five presets a migrated database has, for every test that uses the database: tests
+    with transaction=True flush it, migrations' data included."""
+    if request.node.get_closest_marker("django_db") is None:
+        return []
+    return make_presets()
 
 
 @pytest.fixture(autouse=True)
