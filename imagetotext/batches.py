@@ -156,8 +156,8 @@ def _validated(
         owner=owner,
         api_key=api_key,
         model=options.model,
-        prompt=options.prompt or (preset.prompt if preset else ""),
-        florence_task=preset.florence_task if preset else "",
+        prompt=options.prompt,
+        preset=preset,
         tag=options.tag,
     )
     return jobs.validate(request), preset

@@ -31,7 +31,7 @@ from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
 from imagetotext.errors import Refusal
 from imagetotext.images import UploadedImage
 from imagetotext.live import publish_change
-from imagetotext.models import Api, ApiKey, InvalidTransition, Job, State, StoredImage, store_image
+from imagetotext.models import Api, ApiKey, InvalidTransition, Job, Preset, State, StoredImage, store_image
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class JobRequest:
     api: str = Api.IMAGE_TO_TEXT
     api_key: ApiKey | None = None
     path: str = ""  # the upload's file name, sanitised
+    # The preset asked for: its prompt, Florence task and longest side stand in for missing ones.
+    preset: Preset | None = None
 
 
 @dataclass(frozen=True)
@@ -193,14 +195,16 @@ def ref_id_in_use(ref_id: str) -> Refusal:
 
 
 def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
-    prompt, task = request.prompt.strip(), ""
+    prompt, task, preset = request.prompt.strip(), "", request.preset
     if model.capability == Capability.FLORENCE2:
-        task = request.florence_task or florence.DEFAULT_TASK
-        if task not in model.details.get("tasks", [task]):
+        tasks = model.details.get("tasks")
+        task = request.florence_task or (preset.florence_task_on(tasks or []) if preset else "")
+        task = task or florence.DEFAULT_TASK
+        if task not in (tasks or [task]):
             raise Refusal(f"Unknown Florence-2 task {task!r}", 400, "ArgumentException", "Task")
         prompt = prompt if task in florence.TEXT_INPUT_TASKS else ""
-    elif model.capability == Capability.VISION and not prompt:
-        prompt = Conf.DEFAULT_PROMPT
+    elif model.capability == Capability.VISION:
+        prompt = prompt or (preset.prompt if preset else "") or Conf.DEFAULT_PROMPT
     fields = {
         "owner": request.owner,
         "api_key": request.api_key,
@@ -213,6 +217,7 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
         "reply_to": request.reply_to,
         "reply_state": request.reply_state,
         "path": request.path[:500],
+        "longest_side": preset.longest_side if preset else None,
     }
     if request.ref_id:
         fields["ref_id"] = request.ref_id[:100]

@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,8 @@ class State(models.TextChoices):
 
 
 FINISHED = {State.COMPLETED, State.FAILED, State.CANCELLED}
+# The Florence-2 task (of the PromptGen fine-tunes) that answers the tags preset with tags.
+TAGS_TASK = "prompt_gen_tags"
 # Started -> Queued is a retry on another agent; a finished job goes back to
 # Queued only when someone asks to run it again.
 TRANSITIONS: dict[str, set[str]] = {
@@ -109,6 +112,9 @@ class Job(models.Model):
     prompt = models.TextField(blank=True)
     florence_task = models.CharField(max_length=50, blank=True)
     options = models.JSONField(default=dict, blank=True, help_text="Extra backend options (Ollama generate fields).")
+    longest_side = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The preset's longest side for the image sent; empty: the default."
+    )
 
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -218,6 +224,12 @@ class Preset(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+    def florence_task_on(self, tasks: Iterable[str]) -> str:
+        """The Florence-2 task that does what the preset asks, on a model that has these tasks."""
+        if self.key == "tags" and TAGS_TASK in tasks:
+            return TAGS_TASK
+        return self.florence_task
 
 
 class Duplicates(models.TextChoices):

@@ -204,9 +204,10 @@ def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
 
 
 def text_request(job: Job, agent: Agent) -> TextRequest:
-    """The job's image prepared for this backend: upright, resized, re-encoded."""
+    """The job's image prepared for this backend: upright, resized to the preset's longest side (or
+    the default for this kind of task), re-encoded."""
     ocr = agent.kind == Kind.LOCAL or job.florence_task in OCR_TASKS
-    longest = Conf.OCR_LONGEST_SIDE if ocr else Conf.RESIZE_LONGEST_SIDE
+    longest = job.longest_side or (Conf.OCR_LONGEST_SIDE if ocr else Conf.RESIZE_LONGEST_SIDE)
     prepared = job.prepared
     if prepared is not None and prepared.longest_side == longest:
         data = prepared.data  # a synchronous request's upload, prepared as it was checked

@@ -102,14 +102,16 @@ def accept_job(request: ApiRequest, queued: bool) -> Job:
     fields = fields_of(request)
     # A synchronous request sends the image on at once: decode it once, for the check and the backend.
     upload = uploaded_image(request)
-    image = read_uploaded_file(upload, None if queued else Conf.RESIZE_LONGEST_SIDE)
     preset = find_preset(text_field(fields, "Preset", 50))
+    longest_side = (preset.longest_side if preset else None) or Conf.RESIZE_LONGEST_SIDE
+    image = read_uploaded_file(upload, None if queued else longest_side)
     job_request = JobRequest(
         owner=request.owner,
         api_key=request.api_key,
         model=text_field(fields, "Model", 200),
-        prompt=text_field(fields, "Prompt") or (preset.prompt if preset else ""),
-        florence_task=text_field(fields, "Task", 50) or (preset.florence_task if preset else ""),
+        prompt=text_field(fields, "Prompt"),
+        florence_task=text_field(fields, "Task", 50),
+        preset=preset,
         ref_id=text_field(fields, "RefId", 100),
         tag=text_field(fields, "Tag", 100) or request.headers.get("Tag", ""),
         path=sanitised_path(upload.name or "")[0],
@@ -121,7 +123,7 @@ def accept_job(request: ApiRequest, queued: bool) -> Job:
 
 
 def find_preset(key: str) -> Preset | None:
-    """The preset a request names (its prompt and Florence task stand in for missing ones), or None."""
+    """The preset a request names (its prompt, Florence task and longest side stand in for missing ones), or None."""
     if not key:
         return None
     preset = Preset.objects.filter(key=key).first()

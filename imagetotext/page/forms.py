@@ -16,8 +16,6 @@ FALLBACK_PRESET = Preset(
     key="describe", label="Describe", prompt="Describe this image.", florence_task="more_detailed_caption"
 )
 DEFAULT_PRESET_KEY = "detailed"
-# Florence-2 has a real tagging task on some fine-tuned models; plain captions otherwise.
-TAGS_TASK = "prompt_gen_tags"
 OCR_PRESET = "text"
 FLORENCE_TASK_LABELS = {
     "caption": "Caption",
@@ -43,13 +41,6 @@ def default_preset(presets: list[Preset]) -> Preset:
     return next((preset for preset in presets if preset.key == DEFAULT_PRESET_KEY), presets[0])
 
 
-def florence_task_for(preset: Preset, tasks: list[str]) -> str:
-    """The Florence-2 task that does what a preset asks, given the tasks the model has."""
-    if preset.key == "tags" and TAGS_TASK in tasks:
-        return TAGS_TASK
-    return preset.florence_task
-
-
 @dataclass
 class ModelChoice:
     """One model name as the selector shows it, on however many agents offer it."""
@@ -65,7 +56,7 @@ class ModelChoice:
         """For a Florence-2 model: the task each preset runs on it (the page shows it)."""
         if self.capability != Capability.FLORENCE2:
             return {}
-        return {preset.key: florence_task_for(preset, self.florence_tasks) for preset in self.presets}
+        return {preset.key: preset.florence_task_on(self.florence_tasks) for preset in self.presets}
 
     @property
     def preset_tasks_json(self) -> str:
@@ -104,7 +95,7 @@ class JobFields(TypedDict):
 
     model: str
     prompt: str
-    florence_task: str
+    preset: Preset
 
 
 class SubmitForm(forms.Form):
@@ -136,17 +127,10 @@ class SubmitForm(forms.Form):
         return self.presets.get(self.cleaned_data["preset"]) or default_preset(list(self.presets.values()))
 
     def job_fields(self) -> JobFields:
-        """Model, prompt and Florence-2 task for the JobRequest, after is_valid()."""
+        """Model, prompt and preset for the JobRequest, after is_valid(); the preset's prompt,
+        Florence-2 task and longest side apply as the model takes them (jobs.job_fields)."""
         data = self.cleaned_data
         choice = self.models[data["model"]]
-        preset = self.chosen_preset()
-        if choice.capability == Capability.FLORENCE2:
-            return {
-                "model": choice.name,
-                "prompt": "",
-                "florence_task": florence_task_for(preset, choice.florence_tasks),
-            }
-        if choice.capability == Capability.OCR:
-            return {"model": choice.name, "prompt": "", "florence_task": ""}
-        prompt = data["prompt"].strip() or preset.prompt
-        return {"model": choice.name, "prompt": prompt, "florence_task": ""}
+        # Only vision models take a prompt; Florence-2 runs the preset's task, the OCR reads.
+        prompt = data["prompt"].strip() if choice.capability == Capability.VISION else ""
+        return {"model": choice.name, "prompt": prompt, "preset": self.chosen_preset()}

@@ -14,7 +14,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 
-from agents.models import Capability
 from imagetotext import batches
 from imagetotext.dataset import sanitised_path
 from imagetotext.errors import Refusal
@@ -80,14 +79,11 @@ def opener(upload: UploadedFile) -> Any:
 
 def batch_options(form: SubmitForm, name: str) -> batches.BatchOptions:
     data = form.cleaned_data
-    choice = form.models[data["model"]]
-    preset = form.chosen_preset()
-    # Only vision models take a prompt; Florence-2 runs the preset's task, the OCR reads.
-    prompt = (data["prompt"].strip() or preset.prompt) if choice.capability == Capability.VISION else ""
+    fields = form.job_fields()
     return batches.BatchOptions(
-        model=choice.name,
-        prompt=prompt,
-        preset=preset.key if preset.pk else "",
+        model=fields["model"],
+        prompt=fields["prompt"],
+        preset=fields["preset"].key if fields["preset"].pk else "",
         tag=data["tag"],
         prefix=data["caption_prefix"],
         suffix=data["caption_suffix"],
