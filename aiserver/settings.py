@@ -210,12 +210,15 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000, minimum=10_000)
 REQUEST_FIELDS_MAX_BYTES = 1024 * 1024
 UPLOAD_BODY_MAX_BYTES = IMAGE_MAX_BYTES + REQUEST_FIELDS_MAX_BYTES
 JSON_BODY_MAX_BYTES = (IMAGE_MAX_BYTES + 2) // 3 * 4 + REQUEST_FIELDS_MAX_BYTES
-DATA_UPLOAD_MAX_NUMBER_FILES = 100  # Django's default: the most images one page submit takes
-PAGE_BODY_MAX_BYTES = DATA_UPLOAD_MAX_NUMBER_FILES * UPLOAD_BODY_MAX_BYTES
 # Batches (a ZIP, or many image parts): the most items, and bytes of images, one may hold.
 BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 1000, minimum=1)
 BATCH_MAX_BYTES = env_int("BATCH_MAX_BYTES", 2 * 1024**3, minimum=1024 * 1024)
 BATCH_BODY_MAX_BYTES = BATCH_MAX_BYTES + REQUEST_FIELDS_MAX_BYTES
+# A page submit is one image or a batch; a batch of many files sends each one's folder path
+# beside it (a "paths" field), so Django's default of 100 files and 1,000 fields would cut it.
+DATA_UPLOAD_MAX_NUMBER_FILES = BATCH_MAX_ITEMS
+DATA_UPLOAD_MAX_NUMBER_FIELDS = BATCH_MAX_ITEMS + 100
+PAGE_BODY_MAX_BYTES = max(BATCH_BODY_MAX_BYTES, UPLOAD_BODY_MAX_BYTES)
 # What Django reads into memory (a JSON body, form fields): a JSON body with a base64 image fits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = JSON_BODY_MAX_BYTES
 SYNC_WAIT_SECONDS = env_int("SYNC_WAIT_SECONDS", 300, minimum=1)

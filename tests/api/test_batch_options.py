@@ -21,16 +21,6 @@ from tests.jobs.test_callbacks import SECRET, Receiver, callback_conf, receiver 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("jobs_run_inline")]
 
 
-@pytest.fixture
-def presets() -> None:
-    """The five presets migration 0009 creates (a transactional test flushes them)."""
-    from importlib import import_module
-
-    from django.apps import apps
-
-    import_module("imagetotext.migrations.0009_presets").add_presets(apps, None)
-
-
 def images(*indexes: int) -> list[SimpleUploadedFile]:
     return [SimpleUploadedFile(f"img{i}.png", png(i), content_type="image/png") for i in indexes]
 
@@ -131,6 +121,14 @@ def test_a_zip_with_too_many_images_is_refused_whole(
     assert response.status_code == 400
     assert refusal(response)["message"] == "The ZIP holds 4 images; the limit is 3."
     assert not Job.objects.exists()
+
+
+def test_more_image_parts_than_djangos_default_of_100_are_one_batch(api_client: Client, ollama_agent) -> None:
+    response = queue(api_client, image=images(*range(120)))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["total"] == 120
+    assert Job.objects.filter(state=State.COMPLETED).count() == 120
 
 
 def test_too_many_image_parts_are_refused(api_client: Client, ollama_agent, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,23 @@ def test_several_images_become_a_batch_and_a_bad_one_is_skipped_and_named(user_c
     assert "Nothing was sent" not in html
 
 
+def test_a_folder_of_more_than_100_files_with_their_paths_is_one_batch(user_client, ollama_agent):
+    count = 150  # above Django's defaults of 100 files and, with a path each, of 1,000 fields at 1,000
+    response = user_client.post(
+        URL,
+        {
+            "images": [png("red", f"{i}.png") for i in range(count)],
+            "paths": [f"shoot/{i}.png" for i in range(count)],
+            "model": "llava:7b",
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200, response.content
+    batch = Batch.objects.get()
+    assert (batch.total, batch.name) == (count, "shoot")
+    assert set(batch.jobs.values_list("path", flat=True)) == {f"shoot/{i}.png" for i in range(count)}
+
+
 def test_folder_paths_sent_beside_the_files_are_kept_sanitised(user_client, ollama_agent):
     user_client.post(
         URL,
