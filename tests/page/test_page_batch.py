@@ -42,6 +42,11 @@ def test_the_list_shows_the_users_batches_with_how_far_they_got(user_client, api
     assert "1 of 3 done" in html
 
 
+def test_every_page_links_to_the_batches_for_a_signed_in_user(client, user_client):
+    assert '<a href="/ImageToText/batches">Batches</a>' in user_client.get("/ImageToText").content.decode()
+    assert "/ImageToText/batches" not in client.__class__().get("/accounts/login/").content.decode()
+
+
 def test_the_page_shows_progress_captions_with_prefix_and_the_skipped_files(user_client, api_user, image):
     batch = make_batch(
         api_user, image, prefix="sks, ", skipped=[{"path": "set/notes.txt", "reason": "not an image (.txt)"}]
