@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
 from imagetotext.errors import Refusal
 from imagetotext.images import UploadedImage
 from imagetotext.live import publish_change
-from imagetotext.models import Api, ApiKey, InvalidTransition, Job, Preset, State, StoredImage, store_image
+from imagetotext.models import Api, ApiKey, InvalidTransition, Job, JobImage, Preset, State, StoredImage, store_image
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ class JobRequest:
     path: str = ""  # the upload's file name, sanitised
     # The preset asked for: its prompt, Florence task and longest side stand in for missing ones.
     preset: Preset | None = None
+    # How many images the request carries (the jobs of a vision model may have several).
+    image_count: int = 1
+    # A chat: its messages as Ollama's /api/chat takes them, each one's "images" as positions in
+    # the request's images. Only vision models take part in a chat; the others read the image.
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -175,18 +181,30 @@ def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> J
     return job
 
 
-def create_with_upload(spec: JobSpec, upload: UploadedImage, hand_to_workers: bool = True) -> Job:
-    """Store the uploaded image and its job together; a refusal leaves neither behind."""
-    stored, created = None, False
+def create_with_upload(
+    spec: JobSpec, upload: UploadedImage, hand_to_workers: bool = True, more: Sequence[UploadedImage] = ()
+) -> Job:
+    """Store the uploaded image (and any more of the request's) and its job together; a refusal
+    leaves none of them behind."""
+    assert spec.fields.get("image_count", 1) == 1 + len(more), "validate() was told how many images"
+    new_files: list[StoredImage] = []
+
+    def stored(image: UploadedImage) -> StoredImage:
+        row, created = store_image(image.data, image.content_type, image.width, image.height)
+        if created:
+            new_files.append(row)
+        return row
+
     try:
         with transaction.atomic():
-            stored, created = store_image(upload.data, upload.content_type, upload.width, upload.height)
-            job = create(spec, stored, hand_to_workers)
+            job = create(spec, stored(upload), hand_to_workers)
+            for position, image in enumerate(more, 1):
+                JobImage.objects.create(job=job, image=stored(image), position=position)
         job.prepared = upload.prepared
         return job
     except Exception:
-        if created and stored is not None:
-            stored.file.delete(save=False)  # the row rolled back; do not leave its file
+        for row in new_files:
+            row.file.delete(save=False)  # the row rolled back; do not leave its file
         raise
 
 
@@ -205,6 +223,13 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
         prompt = prompt if task in florence.TEXT_INPUT_TASKS else ""
     elif model.capability == Capability.VISION:
         prompt = prompt or (preset.prompt if preset else "") or Conf.DEFAULT_PROMPT
+    if request.image_count > 1 and model.capability != Capability.VISION:
+        raise Refusal(
+            f"The model {model.name} reads one image per request; send the images one at a time",
+            400,
+            "ArgumentException",
+            "images",
+        )
     fields = {
         "owner": request.owner,
         "api_key": request.api_key,
@@ -218,6 +243,8 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
         "reply_state": request.reply_state,
         "path": request.path[:500],
         "longest_side": preset.longest_side if preset else None,
+        "image_count": request.image_count,
+        "messages": request.messages if model.capability == Capability.VISION else [],
     }
     if request.ref_id:
         fields["ref_id"] = request.ref_id[:100]

@@ -48,6 +48,8 @@ class InvalidTransition(Exception):
 class Api(models.TextChoices):
     IMAGE_TO_TEXT = "ImageToText"
     OLLAMA_GENERATION = "OllamaGeneration"
+    OLLAMA_CHAT = "OllamaChat"
+    OPENAI_CHAT = "OpenAiChat", "OpenAI chat completions"
 
 
 def image_path(image: StoredImage, filename: str) -> str:
@@ -115,6 +117,12 @@ class Job(models.Model):
     longest_side = models.PositiveIntegerField(
         null=True, blank=True, help_text="The preset's longest side for the image sent; empty: the default."
     )
+    # A request may carry several images (a vision model that reads more than one): the first is
+    # `image`, the others are JobImage rows; image_count says how many, so one image costs no query.
+    image_count = models.PositiveSmallIntegerField(default=1)
+    # A chat (Ollama's /api/chat, OpenAI's chat completions): its messages as Ollama takes them,
+    # each message's images as positions in the job's images. Empty: one prompt, as generate.
+    messages = models.JSONField(default=list, blank=True)
 
     agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -204,6 +212,25 @@ class Job(models.Model):
             raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
         for name, value in changes.items():
             setattr(self, name, value)
+
+    def stored_images(self) -> list[StoredImage]:
+        """Every image of the job, in the order it was sent."""
+        first = [self.image] if self.image is not None else []
+        if self.image_count <= 1:
+            return first
+        return first + [later.image for later in self.later_images.select_related("image")]
+
+
+class JobImage(models.Model):
+    """A job's second and later images, in order (the first is Job.image)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="later_images")
+    image = models.ForeignKey(StoredImage, on_delete=models.PROTECT, related_name="later_in_jobs")
+    position = models.PositiveSmallIntegerField(help_text="1 for the job's second image, 2 for its third...")
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="one_image_per_position")]
 
 
 class Preset(models.Model):

@@ -34,7 +34,7 @@ from imagetotext.db_threads import hold_no_connection
 from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over, work_to_assign
 from imagetotext.jobs import change, complete, expire_unservable, fail, take_up_expired
 from imagetotext.live import publish_text
-from imagetotext.models import InvalidTransition, Job, State
+from imagetotext.models import InvalidTransition, Job, State, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +213,22 @@ def text_request(job: Job, agent: Agent) -> TextRequest:
         data = prepared.data  # a synchronous request's upload, prepared as it was checked
     else:
         assert job.image is not None, "a job is queued with its image"
-        with job.image.file.open("rb") as handle:
-            data, _ = images.prepare(handle.read(), longest)
-    return TextRequest(image=data, model=job.model, prompt=job.prompt, task=job.florence_task, options=job.options)
+        data = prepared_for(job.image, longest)
+    more = tuple(prepared_for(image, longest) for image in job.stored_images()[1:]) if job.image_count > 1 else ()
+    return TextRequest(
+        image=data,
+        model=job.model,
+        prompt=job.prompt,
+        task=job.florence_task,
+        options=job.options,
+        more_images=more,
+        messages=tuple(job.messages),
+    )
+
+
+def prepared_for(image: StoredImage, longest: int) -> bytes:
+    with image.file.open("rb") as handle:
+        return images.prepare(handle.read(), longest)[0]
 
 
 class TextStream:

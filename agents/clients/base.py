@@ -45,7 +45,7 @@ class AgentCancelled(AgentError):
 
 @dataclass(frozen=True)
 class TextRequest:
-    """One image to turn into text, already prepared for the backend."""
+    """An image (or several) to turn into text, already prepared for the backend."""
 
     image: bytes
     model: str
@@ -54,6 +54,15 @@ class TextRequest:
     task: str = ""
     # Extra Ollama generate fields (options, system, format, keep_alive...).
     options: dict[str, Any] = field(default_factory=dict)
+    # The second and later images, for a vision model that reads several (Ollama only).
+    more_images: tuple[bytes, ...] = ()
+    # A chat (Ollama only): messages as /api/chat takes them, but each one's "images" are positions
+    # in (image, *more_images). Empty: one prompt, sent to /api/generate.
+    messages: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def images(self) -> tuple[bytes, ...]:
+        return (self.image, *self.more_images)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Ollama agents: discovery through /api/tags and /api/show, captions through /api/generate."""
+"""Ollama agents: discovery through /api/tags and /api/show, text through /api/generate and /api/chat."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from agents.models import Capability, DiscoveredModel, Discovery, Kind
 DETAIL_KEYS = ("family", "parameter_size", "quantization_level", "format")
 # Fields of request.options that /api/generate understands; anything else is dropped.
 GENERATE_KEYS = ("options", "system", "format", "keep_alive", "template", "suffix", "raw", "think")
+# Those /api/chat understands (protocols.md A.3); a chat's system prompt is one of its messages.
+CHAT_KEYS = ("options", "format", "keep_alive", "think")
 # What Ollama's runners say when a text-only model is sent an image (protocols.md A.6).
 NO_IMAGE_INPUT = ("missing data required for image input", "image input is not supported")
 
@@ -68,14 +70,14 @@ class OllamaClient(AgentClient):
         return DiscoveredModel(name=name, capability=capability, details=details)
 
     def image_to_text(self, request: TextRequest, on_text: OnText | None = None) -> TextResult:
-        """Stream a caption from /api/generate, passing the text so far to on_text."""
-        url = self.url("/api/generate")
-        progress = Progress(on_text)
+        """Stream the text from /api/generate (or /api/chat for a chat), passing the text so far to on_text."""
+        chat = bool(request.messages)
+        url = self.url("/api/chat" if chat else "/api/generate")
+        body = chat_body(request) if chat else generate_body(request)
+        progress = Progress(on_text, chat)
         timeout, answered = self.generate_timeout(), False
         try:
-            with self.http.stream(
-                "POST", url, json=generate_body(request), extensions={"timeout": timeout}
-            ) as response:
+            with self.http.stream("POST", url, json=body, extensions={"timeout": timeout}) as response:
                 # Ollama sends its headers with the first chunk, once the model has loaded and
                 # answers (protocols.md A.2, A.5); from here on the wait is between chunks.
                 # httpcore reads this dict when it starts on the body, so the change applies to it.
@@ -129,12 +131,19 @@ class Progress:
     Whoever publishes to people coalesces (imagetotext.tasks.streamer).
     """
 
-    def __init__(self, on_text: OnText | None) -> None:
+    def __init__(self, on_text: OnText | None, chat: bool = False) -> None:
         self.on_text = on_text
+        self.chat = chat
         self.text = ""
         self.reported = ""
 
-    def add(self, piece: str) -> None:
+    def add(self, chunk: dict[str, Any]) -> None:
+        """One NDJSON chunk: generate's text is in "response", chat's in message.content."""
+        if self.chat:
+            message = chunk.get("message")
+            piece = str((message.get("content") if isinstance(message, dict) else "") or "")
+        else:
+            piece = str(chunk.get("response") or "")
         self.text += piece
         if piece:
             self.report()
@@ -155,10 +164,24 @@ def generate_body(request: TextRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": request.model,
         "prompt": request.prompt,
-        "images": [base64.b64encode(request.image).decode("ascii")],
+        "images": [base64.b64encode(image).decode("ascii") for image in request.images],
         "stream": True,
     }
     body.update((key, request.options[key]) for key in GENERATE_KEYS if key in request.options)
+    return body
+
+
+def chat_body(request: TextRequest) -> dict[str, Any]:
+    """The /api/chat request: each message with its images (positions in the request's) in raw base64."""
+    encoded = [base64.b64encode(image).decode("ascii") for image in request.images]
+    messages = []
+    for message in request.messages:
+        sent = {key: value for key, value in message.items() if key != "images"}
+        if message.get("images"):
+            sent["images"] = [encoded[position] for position in message["images"]]
+        messages.append(sent)
+    body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
+    body.update((key, request.options[key]) for key in CHAT_KEYS if key in request.options)
     return body
 
 
@@ -185,7 +208,7 @@ def read_final_chunk(response: httpx.Response, progress: Progress) -> dict[str, 
         if not line.strip():
             continue
         chunk = parse_chunk(line)
-        progress.add(str(chunk.get("response") or ""))
+        progress.add(chunk)
         if chunk.get("done"):
             return chunk
     raise AgentUnavailable("The answer stopped before the model finished (no done:true line)")

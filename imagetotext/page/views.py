@@ -260,13 +260,16 @@ def delete(request: PageRequest, job_id: int) -> HttpResponse:
     job = owned_job(request, job_id)
     if not job.finished:
         return HttpResponse("Cancel the job before deleting it.", status=409)
-    image = job.image
+    images = job.stored_images()
     with transaction.atomic():
         job.delete()
         # One statement, so an upload of the same bytes meanwhile keeps the image.
-        orphaned = image is not None and StoredImage.objects.filter(pk=image.pk, jobs__isnull=True).delete()[0]
-    if orphaned and image is not None:
-        image.file.delete(save=False)
+        unused = StoredImage.objects.filter(pk__in=[image.pk for image in images])
+        unused.filter(jobs__isnull=True, later_in_jobs__isnull=True).delete()
+    kept = set(StoredImage.objects.filter(pk__in=[image.pk for image in images]).values_list("pk", flat=True))
+    for image in images:
+        if image.pk not in kept:
+            image.file.delete(save=False)
     if request.htmx:
         return HttpResponse("")
     return redirect(same_site(request, request.POST.get("next", "")) or "image-to-text-history")
