@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -10,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import wraps
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -19,15 +17,14 @@ from django.views.decorators.csrf import csrf_exempt
 from agents.clients.ollama import GENERATE_KEYS
 from imagetotext.api.auth import ApiRequest, api_view
 from imagetotext.api.image_to_text import find_job, reply_to, run_or_wait, status_url
+from imagetotext.api.streaming import TextFeed
 from imagetotext.api.wire import json_body, lower_keys, methods, refusal_response, reply, response_status, text_field
 from imagetotext.conf import Conf
 from imagetotext.db_threads import arun
 from imagetotext.errors import ImageRejected, Refusal
 from imagetotext.images import read_upload
 from imagetotext.jobs import JobRequest, create_with_upload, validate
-from imagetotext.live import RECHECK_SECONDS, job_group
 from imagetotext.models import Api, Job, State
-from imagetotext.tasks import run_for_request
 
 OLLAMA_METRICS = (
     "context",
@@ -176,69 +173,19 @@ def generate_reply(job: Job) -> dict[str, Any]:
 
 
 async def stream_generation(job: Job) -> AsyncIterator[bytes]:
-    """Run the job here if it got an agent as it was created, relaying each chunk the backend
-    sends as its own line; else (or if it moved to another agent) follow it while a worker runs it."""
-    sent = ""
-    if job.runs_here:
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def relay(piece: str) -> None:  # called on the job's thread
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-        running = asyncio.ensure_future(run_for_request(job, relay))
-        running.add_done_callback(lambda _: pieces.put_nowait(None))
-        while (piece := await pieces.get()) is not None:
-            sent += piece
-            yield line({"model": job.model, "created_at": now_stamp(), "response": piece, "done": False})
-        ran = running.result()  # a crash of the runner surfaces here rather than as a silent stop
-        if ran is not None and ran.finished:
-            yield final_line(ran, sent)
-            return
-    async for following in stream_job(job.pk, sent):
-        yield following
+    """Each piece of the job's text as its own NDJSON line, then Ollama's done:true line (or an error line)."""
+    feed = TextFeed(job)
+    async for piece in feed:
+        yield line({"model": job.model, "created_at": now_stamp(), "response": piece, "done": False})
+    yield final_line(feed)
 
 
-async def stream_job(job_id: int, sent: str = "") -> AsyncIterator[bytes]:
-    """NDJSON chunks as a worker's model writes, then Ollama's done:true chunk (or an error line).
-
-    Woken by the job's live updates: the text arrives in them, and the database is read only when
-    the job changed state (or every RECHECK_SECONDS, in case an update was lost).
-    """
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(job_group(job_id), channel)
-    try:
-        job = await arun(Job.objects.get, pk=job_id)
-        while not job.finished:
-            event = await next_event(layer, channel)
-            if event is not None and event.get("type") == "job.text":
-                text = event.get("text", "")
-                if text.startswith(sent) and len(text) > len(sent):
-                    yield line(
-                        {"model": job.model, "created_at": now_stamp(), "response": text[len(sent) :], "done": False}
-                    )
-                    sent = text
-                continue
-            job = await arun(Job.objects.get, pk=job_id)
-        yield final_line(job, sent)
-    finally:
-        await layer.group_discard(job_group(job_id), channel)
-
-
-async def next_event(layer: Any, channel: str) -> dict[str, Any] | None:
-    """The next live update, or None after RECHECK_SECONDS without one."""
-    try:
-        return await asyncio.wait_for(layer.receive(channel), timeout=RECHECK_SECONDS)
-    except TimeoutError:
-        return None
-
-
-def final_line(job: Job, sent: str) -> bytes:
+def final_line(feed: TextFeed) -> bytes:
+    job = feed.job
     if job.state != State.COMPLETED:
         return line(error_body(job.error or f"The job was {job.state.lower()}", job.error_code))
     final = generate_reply(job)
-    final["response"] = job.output[len(sent) :] if job.output.startswith(sent) else job.output
+    final["response"] = feed.rest()
     return line(final)
 
 
