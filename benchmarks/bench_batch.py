@@ -7,8 +7,8 @@ One POST /api/QueueImageToTextBatch carries a ZIP of 1,000 small distinct PNGs i
 folders: "accept" is that request, from its first byte to the reply (every image checked and
 stored, every job queued). The workers then caption them; "export" is GET /api/GetBatchExport
 of the finished batch read to its end (streamed: the images, a .txt each, captions.csv and
-captions.jsonl). The PNGs are tiny because the server's ASGI layer takes at most 1 MB on this
-route today (aiserver/asgi.py).
+captions.jsonl). The PNGs are tiny: the figure is the server's own work per item (checking,
+storing and queueing), not the upload of large files.
 """
 
 from __future__ import annotations
