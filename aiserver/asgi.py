@@ -29,14 +29,20 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from aiserver.routing import websocket_urlpatterns  # noqa: E402
+from imagetotext.api.openai_wire import error_body as openai_error_body  # noqa: E402
 from imagetotext.api.wire import response_status  # noqa: E402
 
 # Routes whose body carries a base64 image in JSON, and those that take one as a file part.
-JSON_IMAGE_PATHS = frozenset({"/api/generate", "/api/OllamaGeneration", "/api/QueueOllamaGeneration"})
+JSON_IMAGE_PATHS = frozenset(
+    {"/api/generate", "/api/chat", "/api/OllamaGeneration", "/api/QueueOllamaGeneration", "/v1/chat/completions"}
+)
 UPLOAD_PATHS = frozenset({"/api/ImageToText", "/api/QueueImageToText"})
 BATCH_PATHS = frozenset({"/api/QueueImageToTextBatch"})
-# Routes whose clients read Ollama's {"error": ...}.
-OLLAMA_PATHS = frozenset({"/api/generate", "/api/OllamaGeneration"})
+# Routes whose clients read Ollama's {"error": ...}; those under /v1/ read OpenAI's.
+OLLAMA_PATHS = frozenset(
+    {"/api/generate", "/api/chat", "/api/OllamaGeneration", "/api/tags", "/api/show", "/api/ps", "/api/version"}
+)
+OPENAI_PREFIX = "/v1/"
 # How long a refused connection is drained before it is closed: closing on unread data sends a
 # reset, and the client would lose the answer.
 LINGER_SECONDS = 2
@@ -50,7 +56,7 @@ def body_limit(path: str) -> int:
         return int(settings.UPLOAD_BODY_MAX_BYTES)
     if path in BATCH_PATHS:
         return int(settings.BATCH_BODY_MAX_BYTES)
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", OPENAI_PREFIX)):
         return int(settings.REQUEST_FIELDS_MAX_BYTES)
     return int(settings.PAGE_BODY_MAX_BYTES)
 
@@ -64,10 +70,13 @@ def route_of(target: bytes | None) -> str:
 
 
 def refusal(path: str, status: int, message: str, code: str) -> bytes:
-    """A whole HTTP/1.1 response in the route's error shape (AI Server's when the route is unknown)."""
+    """A whole HTTP/1.1 response in the route's error shape (AI Server's when the route is unknown,
+    OpenAI's under /v1/)."""
     body: dict[str, Any] = {"responseStatus": response_status(message, code)}
     if path in OLLAMA_PATHS:
         body = {"error": message, **body}
+    elif path.startswith(OPENAI_PREFIX):
+        body = openai_error_body(status, message)
     payload = json.dumps(body).encode()
     head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
     head += f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"

@@ -223,6 +223,10 @@ def job_fields(request: JobRequest, model: AgentModel) -> dict[str, Any]:
         prompt = prompt if task in florence.TEXT_INPUT_TASKS else ""
     elif model.capability == Capability.VISION:
         prompt = prompt or (preset.prompt if preset else "") or Conf.DEFAULT_PROMPT
+    if request.image_count > Conf.MAX_IMAGES_PER_REQUEST:
+        raise Refusal(
+            f"A request may hold at most {Conf.MAX_IMAGES_PER_REQUEST} images", 400, "ArgumentException", "images"
+        )
     if request.image_count > 1 and model.capability != Capability.VISION:
         raise Refusal(
             f"The model {model.name} reads one image per request; send the images one at a time",

@@ -185,8 +185,11 @@ def pretty(value: Any) -> str:
 def curl(server: str, path: str, method: str, op: Doc, media: str, body: Doc | None) -> str:
     """An example request as a curl command line."""
     url = server + path
-    if method == "get":
-        first = op["parameters"][0]
+    parameters = op.get("parameters", [])
+    for parameter in parameters:
+        if parameter["in"] == "path":
+            url = url.replace("{" + parameter["name"] + "}", str(parameter["example"]))
+    if method == "get" and (first := next((p for p in parameters if p["in"] == "query"), None)):
         url += f"?{first['name']}={json.dumps(first['example']).strip(chr(34))}"
     lines = [f"curl {shlex.quote(url)}" if method == "get" else f"curl -X {method.upper()} {shlex.quote(url)}"]
     if op.get("security") != []:

@@ -1,4 +1,8 @@
-"""Ollama's generate API, so Ollama clients can point at this server, plus AI Server's queued variant."""
+"""Ollama's generate API, so Ollama clients can point at this server, plus AI Server's queued variant.
+
+What Ollama's routes share (the images, the reply's shape, streaming, errors) is here too;
+/api/chat builds on it (imagetotext.api.ollama_chat).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -22,12 +27,12 @@ from imagetotext.api.wire import json_body, lower_keys, methods, refusal_respons
 from imagetotext.conf import Conf
 from imagetotext.db_threads import arun
 from imagetotext.errors import ImageRejected, Refusal
-from imagetotext.images import read_upload
+from imagetotext.images import UploadedImage, read_upload
 from imagetotext.jobs import JobRequest, create_with_upload, validate
 from imagetotext.models import Api, Job, State
 
+# The final object's metrics, as the backend reported them (protocols.md A.2); chat has no context.
 OLLAMA_METRICS = (
-    "context",
     "total_duration",
     "load_duration",
     "prompt_eval_count",
@@ -35,6 +40,19 @@ OLLAMA_METRICS = (
     "eval_count",
     "eval_duration",
 )
+# Ollama takes any number of images; a request here is one job, and each image costs the
+# model hundreds of tokens of its context.
+
+
+@dataclass(frozen=True)
+class ReplyShape:
+    """Where an Ollama route puts the text in its objects, and which metrics its final one has."""
+
+    text_member: Callable[[str], dict[str, Any]]
+    metrics: tuple[str, ...] = OLLAMA_METRICS
+
+
+GENERATE = ReplyShape(lambda text: {"response": text}, ("context", *OLLAMA_METRICS))
 
 
 def with_error_member(
@@ -67,19 +85,29 @@ async def ollama_generation(request: ApiRequest) -> HttpResponseBase:
     """POST /api/generate (streams by default, like Ollama) and /api/OllamaGeneration (does not)."""
     try:
         body = json_body(request)
-        stream = body.get("stream", request.path.endswith("/generate"))
-        if not isinstance(stream, bool):
-            raise Refusal("stream must be true or false", field="stream")
+        stream = stream_flag(lower_keys(body), default=request.path.endswith("/generate"))
         job = await arun(accept_generation, request, body)
     except Refusal as refusal:
         return ollama_error(refusal)
+    return await ollama_answer(job, stream, GENERATE)
+
+
+async def ollama_answer(job: Job, stream: bool, shape: ReplyShape) -> HttpResponseBase:
+    """The job's text as NDJSON lines while it is written, or, once it ended, as one object."""
     if stream:
-        return StreamingHttpResponse(stream_generation(job), content_type="application/x-ndjson")
+        return StreamingHttpResponse(stream_reply(job, shape), content_type="application/x-ndjson")
     job = await run_or_wait(job)
     if job.state == State.COMPLETED:
-        return JsonResponse(generate_reply(job))
+        return JsonResponse(final_reply(job, shape))
     message = job.error or f"The job did not finish within {Conf.SYNC_WAIT_SECONDS:g} s"
     return JsonResponse(error_body(message, job.error_code or "Timeout"), status=500)
+
+
+def stream_flag(body: dict[str, Any], default: bool) -> bool:
+    stream = body.get("stream", default)
+    if not isinstance(stream, bool):
+        raise Refusal("stream must be true or false", field="stream")
+    return stream
 
 
 @csrf_exempt
@@ -122,10 +150,10 @@ async def get_ollama_generation_status(request: ApiRequest) -> JsonResponse:
 def accept_generation(
     request: ApiRequest, generate: dict[str, Any], fields: dict[str, Any] | None = None, queued: bool = False
 ) -> Job:
-    """Turn an Ollama generate request (one image) into a job."""
+    """Turn an Ollama generate request (one image or more) into a job."""
     generate = lower_keys(generate)
     fields = fields if fields is not None else generate
-    image = read_upload(decode_image(generate.get("images")), None if queued else Conf.RESIZE_LONGEST_SIDE)
+    uploads = read_images(decode_images(generate.get("images")), queued)
     job_request = JobRequest(
         owner=request.owner,
         api_key=request.api_key,
@@ -135,21 +163,26 @@ def accept_generation(
         options={key: generate[key] for key in GENERATE_KEYS if key in generate},
         ref_id=text_field(fields, "RefId", 100),
         tag=text_field(fields, "Tag", 100),
+        image_count=len(uploads),
     )
     if not job_request.model:
         raise Refusal("model is required", field="model")
     if queued:
         job_request.reply_to = reply_to(request, fields)
-    return create_with_upload(validate(job_request), image, hand_to_workers=queued)
+    return create_with_upload(validate(job_request), uploads[0], hand_to_workers=queued, more=uploads[1:])
 
 
-def decode_image(images: Any) -> bytes:
-    """The one base64 image of the request, decoded as strictly as Ollama does."""
+def decode_images(images: Any) -> list[bytes]:
+    """The request's base64 images (at least one), each decoded as strictly as Ollama does."""
     if not isinstance(images, list) or not images:
-        raise Refusal("images must hold one base64-encoded image", field="images")
-    if len(images) > 1:
-        raise Refusal("Send one image per request; a batch is one request per image", field="images")
-    text = images[0]
+        raise Refusal("images must hold at least one base64-encoded image", field="images")
+    if len(images) > Conf.MAX_IMAGES_PER_REQUEST:
+        raise Refusal(f"A request may hold at most {Conf.MAX_IMAGES_PER_REQUEST} images", field="images")
+    return [decode_image(text) for text in images]
+
+
+def decode_image(text: Any) -> bytes:
+    """One raw base64 image, as Go's encoding/json reads []byte: strict alphabet, CR/LF ignored."""
     if not isinstance(text, str):
         raise Refusal("images must hold base64 strings", field="images")
     if text.startswith("data:"):
@@ -160,33 +193,41 @@ def decode_image(images: Any) -> bytes:
         raise Refusal(f"illegal base64 data: {error}", field="images") from None
 
 
+def read_images(images: list[bytes], queued: bool) -> list[UploadedImage]:
+    """Check every image; a synchronous request's first is prepared for the backend as it is checked
+    (the others are prepared from storage when the job runs)."""
+    first = read_upload(images[0], None if queued else Conf.RESIZE_LONGEST_SIDE)
+    return [first, *(read_upload(data) for data in images[1:])]
+
+
 def generate_reply(job: Job) -> dict[str, Any]:
-    """What Ollama answers to stream:false, with the backend's metrics when it was an Ollama."""
+    """What Ollama's generate answers to stream:false, with the backend's metrics when it was an Ollama."""
+    return final_reply(job, GENERATE)
+
+
+def final_reply(job: Job, shape: ReplyShape, text: str | None = None) -> dict[str, Any]:
+    """The done:true object of the finished job: all its text (or `text`), why it stopped, the metrics."""
     raw = job.result or {}
-    body: dict[str, Any] = {"model": job.model, "created_at": timestamp(job), "response": job.output, "done": True}
-    body["done_reason"] = raw.get("done_reason", "stop")
+    body: dict[str, Any] = {"model": job.model, "created_at": timestamp(job)}
+    body.update(shape.text_member(job.output if text is None else text))
+    body.update(done=True, done_reason=raw.get("done_reason", "stop"))
     # Only Ollama's own fields: other backends keep other things in their result.
-    body.update({key: raw[key] for key in OLLAMA_METRICS if key in raw})
+    body.update({key: raw[key] for key in shape.metrics if key in raw})
     if "total_duration" not in body and job.duration is not None:
         body["total_duration"] = int(job.duration * 1e9)
     return body
 
 
-async def stream_generation(job: Job) -> AsyncIterator[bytes]:
+async def stream_reply(job: Job, shape: ReplyShape) -> AsyncIterator[bytes]:
     """Each piece of the job's text as its own NDJSON line, then Ollama's done:true line (or an error line)."""
     feed = TextFeed(job)
     async for piece in feed:
-        yield line({"model": job.model, "created_at": now_stamp(), "response": piece, "done": False})
-    yield final_line(feed)
-
-
-def final_line(feed: TextFeed) -> bytes:
+        yield line({"model": job.model, "created_at": now_stamp(), **shape.text_member(piece), "done": False})
     job = feed.job
     if job.state != State.COMPLETED:
-        return line(error_body(job.error or f"The job was {job.state.lower()}", job.error_code))
-    final = generate_reply(job)
-    final["response"] = feed.rest()
-    return line(final)
+        yield line(error_body(job.error or f"The job was {job.state.lower()}", job.error_code))
+    else:
+        yield line(final_reply(job, shape, feed.rest()))
 
 
 def line(body: dict[str, Any]) -> bytes:

@@ -189,8 +189,11 @@ IMAGE_FIELDS: dict[str, Schema] = {
 GENERATE_FIELDS: dict[str, Schema] = {
     "model": field("string", "Vision model, e.g. `llava:7b`."),
     "prompt": field("string", f"The prompt; default `{Conf.DEFAULT_PROMPT}`."),
-    "images": array(field("string", "Raw base64, without a `data:` prefix."), "Exactly one image.")
-    | {"minItems": 1, "maxItems": 1},
+    "images": array(
+        field("string", "Raw base64, without a `data:` prefix."),
+        "One image, or several for a vision model that reads more than one (in the order sent).",
+    )
+    | {"minItems": 1, "maxItems": Conf.MAX_IMAGES_PER_REQUEST},
     "stream": field("boolean", "Stream NDJSON chunks. Default true at /api/generate, false at /api/OllamaGeneration."),
     **{
         name: {"description": "Passed to Ollama as it is."}
@@ -333,7 +336,7 @@ SCHEMAS: dict[str, Schema] = {
         },
     ),
     "OllamaGenerateRequest": obj(
-        "Ollama's generate request, with one image.",
+        "Ollama's generate request, with its images.",
         {**GENERATE_FIELDS, "refId": REF_ID, "tag": TAG},
         ("model", "images"),
     ),
@@ -641,7 +644,7 @@ def generate_operation(op_id: str, default_stream: str) -> Schema:
     return operation(
         op_id,
         f"Ollama's generate API ({default_stream})",
-        "One image per request. With `stream`, the reply is "
+        "One image, or several for an Ollama vision model (Florence-2 and the OCR read one). With `stream`, the reply is "
         "NDJSON: `done: false` chunks as the model writes, then the `done: true` reply (or an error line).",
         {
             "200": ok("The generated text.", "OllamaGenerateResponse", EXAMPLE_REPLY, **stream),
@@ -650,7 +653,8 @@ def generate_operation(op_id: str, default_stream: str) -> Schema:
                 "OllamaErrorResponse",
                 e404=MODEL_404,
                 e405=AGENT_405,
-                e400=ERRORS[400] + " Also: `model` or `images` missing, two images, or not raw base64.",
+                e400=ERRORS[400] + " Also: `model` or `images` missing, images not raw base64, more than "
+                f"{Conf.MAX_IMAGES_PER_REQUEST}, or several for a model that reads one.",
             ),
         },
         tag="Ollama",
@@ -742,13 +746,28 @@ def model_operations() -> dict[str, Any]:
 
 def build_document() -> dict[str, Any]:
     """The whole OpenAPI document, as a plain dict ready for json.dumps."""
+    from imagetotext.api import openapi_compat  # it builds on this module's builders and schemas
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "Image to Text API", "version": VERSION, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": "Image to text"}, {"name": "Batches"}, {"name": "Ollama"}, {"name": "Models"}],
-        "paths": {**image_operations(), **batch_operations(), **ollama_operations(), **model_operations()},
+        "tags": [
+            {"name": "Image to text"},
+            {"name": "Batches"},
+            {"name": "Ollama"},
+            {"name": "OpenAI"},
+            {"name": "Models"},
+        ],
+        "paths": {
+            **image_operations(),
+            **batch_operations(),
+            **ollama_operations(),
+            **openapi_compat.ollama_operations(),
+            **openapi_compat.openai_operations(),
+            **model_operations(),
+        },
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -758,6 +777,6 @@ def build_document() -> dict[str, Any]:
                     "description": "An API key `ak-…`, made with `manage.py createapikey NAME` or in the admin.",
                 }
             },
-            "schemas": SCHEMAS,
+            "schemas": SCHEMAS | openapi_compat.SCHEMAS,
         },
     }

@@ -127,6 +127,16 @@ def test_a_declared_100_mb_body_is_refused_at_once_without_sending_it(server) ->
     assert json.loads(body)["error"].startswith("The request body is larger than")
 
 
+def test_a_declared_body_too_large_for_chat_completions_gets_openais_shape(server) -> None:
+    status, _, body = exchange(
+        server, request("/v1/chat/completions", "Content-Type: application/json", "Content-Length: 100000000")
+    )
+
+    assert status == 413
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith("The request body is larger")
+
+
 def test_a_declared_body_over_the_upload_limit_gets_ai_servers_shape(server) -> None:
     length = settings.UPLOAD_BODY_MAX_BYTES + 1
     head = request(

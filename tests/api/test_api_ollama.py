@@ -69,11 +69,12 @@ def test_bad_base64_is_refused(api_client, ollama_agent) -> None:
     assert response.json()["error"].startswith("illegal base64 data")
 
 
-def test_one_image_per_request(api_client, ollama_agent, b64) -> None:
-    response = generate(api_client, model="llava:7b", prompt="x", images=[b64, b64])
+def test_several_images_for_a_model_that_reads_one_are_refused(api_client, comfy_agent, b64) -> None:
+    response = generate(api_client, model="microsoft/Florence-2-base", prompt="x", images=[b64, b64])
 
     assert response.status_code == 400
-    assert "one image per request" in response.json()["error"]
+    assert "reads one image per request" in response.json()["error"]
+    assert Job.objects.count() == 0
 
 
 def test_a_missing_model_is_refused(api_client, ollama_agent, b64) -> None:

@@ -151,7 +151,7 @@ class Row:
     id: str
     send: Callable[[World], HttpResponse]
     status: int
-    shape: str  # "ai", "ollama", "page", "login", "same-site", "ok", "empty"
+    shape: str  # "ai", "ollama", "openai", "page", "login", "same-site", "ok", "empty"
     field: str = ""  # the field the refusal must name
 
 
@@ -197,6 +197,21 @@ def generate(**fields: Any) -> dict[str, Any]:
     return {"model": "llava:7b", "prompt": "Describe", "images": [b64("png")], "stream": False} | fields
 
 
+def chat(role: str = "user", images: list[Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": role, "content": "Describe"}
+    if images is not None:
+        message["images"] = images
+    return {"model": "llava:7b", "messages": [message], "stream": False}
+
+
+def completion(image_url: str = "", model: str = "llava:7b") -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"type": "text", "text": "Describe"}]
+    if image_url:
+        parts.append({"type": "image_url", "image_url": {"url": image_url}})
+    return {"model": model, "messages": [{"role": "user", "content": parts}]}
+
+
+CHAT, V1 = "/api/chat", "/v1/chat/completions"
 DEEP = "[" * 100_000
 SURROGATE = '{"model": "llava:7b", "prompt": "\\ud800", "images": ["AAAA"]}'
 NOT_UTF8 = b'{"model": "llava:7b", "prompt": "\xff\xfe", "images": ["AAAA"]}'
@@ -329,7 +344,7 @@ ROWS = [
     Row("ollama-model-a-number", json_post(OG, generate(model=7)), 400, "ollama"),
     Row("ollama-images-a-string", json_post(OG, generate(images=b64("png"))), 400, "ollama"),
     Row("ollama-images-empty", json_post(OG, generate(images=[])), 400, "ollama"),
-    Row("ollama-two-images", json_post(OG, generate(images=[b64("png"), b64("png")])), 400, "ollama"),
+    Row("ollama-seventeen-images", json_post(OG, generate(images=[b64("png")] * 17)), 400, "ollama"),
     Row("ollama-image-a-number", json_post(OG, generate(images=[5])), 400, "ollama"),
     Row("ollama-bad-base64", json_post(OG, generate(images=["not base64!"])), 400, "ollama"),
     Row("ollama-data-url", json_post(OG, generate(images=["data:image/png;base64," + b64("png")])), 400, "ollama"),
@@ -412,6 +427,29 @@ ROWS = [
     Row("page-delete-get", lambda w: w.session.get(f"/ImageToText/jobs/{w.alices_job.pk}/delete"), 405, "empty"),
     Row("page-delete-next-off-site", delete_with_next("https://evil.invalid/"), 302, "same-site"),
     Row("page-delete-next-scheme-relative", delete_with_next("//evil.invalid/"), 302, "same-site"),
+    # Ollama's chat
+    Row("chat-no-image", json_post(CHAT, chat()), 400, "ollama"),
+    Row("chat-no-model", json_post(CHAT, chat(images=[b64("png")]) | {"model": ""}), 400, "ollama"),
+    Row("chat-messages-a-string", json_post(CHAT, {"model": "llava:7b", "messages": "hi"}), 400, "ollama"),
+    Row("chat-tools", json_post(CHAT, chat(images=[b64("png")]) | {"tools": [{"type": "function"}]}), 400, "ollama"),
+    Row("chat-tool-role", json_post(CHAT, chat(role="tool", images=[b64("png")])), 400, "ollama"),
+    Row("chat-bad-base64", json_post(CHAT, chat(images=["not base64!"])), 400, "ollama"),
+    Row("chat-data-url", json_post(CHAT, chat(images=["data:image/png;base64," + b64("png")])), 400, "ollama"),
+    Row("chat-base64-of-a-pdf", json_post(CHAT, chat(images=[b64("pdf")])), 400, "ollama"),
+    Row("chat-not-json", json_post(CHAT, "{", raw=True), 400, "ollama"),
+    Row("chat-no-key", json_post(CHAT, chat(images=[b64("png")]), client="anonymous"), 401, "ollama"),
+    # OpenAI's chat completions
+    Row("v1-no-image", json_post(V1, completion()), 400, "openai"),
+    Row("v1-bad-data-url", json_post(V1, completion("data:image/png;base64,!!!")), 400, "openai"),
+    Row("v1-data-url-of-a-pdf", json_post(V1, completion("data:image/png;base64," + b64("pdf"))), 400, "openai"),
+    Row("v1-remote-url-not-allowed", json_post(V1, completion("http://127.0.0.1:1/a.png")), 400, "openai"),
+    Row("v1-n-2", json_post(V1, completion("data:image/png;base64," + b64("png")) | {"n": 2}), 400, "openai"),
+    Row("v1-tools", json_post(V1, completion("data:image/png;base64," + b64("png")) | {"tools": [{}]}), 400, "openai"),
+    Row("v1-messages-empty", json_post(V1, {"model": "llava:7b", "messages": []}), 400, "openai"),
+    Row("v1-not-json", json_post(V1, "{", raw=True), 400, "openai"),
+    Row("v1-no-key", json_post(V1, completion(), client="anonymous"), 401, "openai"),
+    Row("v1-unknown-model", json_post(V1, completion("data:image/png;base64," + b64("png"), "nope")), 404, "openai"),
+    Row("v1-models-no-key", lambda w: w.anonymous.get("/v1/models"), 401, "openai"),
 ]
 
 
@@ -428,6 +466,10 @@ def assert_shape(row: Row, response: HttpResponse) -> None:
             assert status["errors"][0]["fieldName"] == row.field, status
     if row.shape == "ollama":
         assert isinstance(response.json()["error"], str) and response.json()["error"]
+    elif row.shape == "openai":
+        error = response.json()["error"]
+        assert error["message"] and error["type"] and set(error) == {"message", "type", "param", "code"}
+        assert "responseStatus" not in response.json()
     elif row.shape == "ai":
         assert "error" not in response.json()
     elif row.shape == "ok":
@@ -463,7 +505,8 @@ def test_the_catalogue_covers_sixty_requests_and_every_route() -> None:
     ids = [row.id for row in ROWS]
     assert len(ids) == len(set(ids)) >= 60
     prefixes = {row_id.split("-")[0] for row_id in ids}
-    assert {"it2t", "queue", "status", "ollama", "generate", "models", "docs", "openapi", "page"} <= prefixes
+    expected = {"it2t", "queue", "status", "ollama", "generate", "models", "docs", "openapi", "page", "chat", "v1"}
+    assert expected <= prefixes
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client
 from django.urls import URLPattern, resolve
 
+from imagetotext.api import openai_urls
 from imagetotext.api import urls as api_urls
 from imagetotext.api.openapi import build_document
 from imagetotext.callbacks import callback_body
@@ -122,8 +124,10 @@ def test_every_documented_path_is_a_real_route() -> None:
 def test_every_api_route_is_documented() -> None:
     # The document and its page describe the API; they are not operations of it.
     about = {"openapi-json", "api-docs"}
-    patterns = [p for p in api_urls.urlpatterns if isinstance(p, URLPattern) and p.name not in about]
-    routes = {f"/api/{p.pattern}" for p in patterns}
+    routes = set()
+    for prefix, module in (("/api/", api_urls), ("/v1/", openai_urls)):
+        patterns = [p for p in module.urlpatterns if isinstance(p, URLPattern) and p.name not in about]
+        routes |= {prefix + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(p.pattern)) for p in patterns}
 
     assert routes - set(DOC["paths"]) == set()
 

@@ -44,6 +44,16 @@ _GENERATE_FIELDS: dict[str, tuple[type, str]] = {
     "raw": (bool, "bool"),
     "images": (list, "[]api.ImageData"),
 }
+_CHAT_FIELDS: dict[str, tuple[type, str]] = {
+    "model": (str, "string"),
+    "messages": (list, "[]api.Message"),
+    "stream": (bool, "bool"),
+}
+_MESSAGE_FIELDS: dict[str, tuple[type, str]] = {
+    "role": (str, "string"),
+    "content": (str, "string"),
+    "images": (list, "[]api.ImageData"),
+}
 
 
 @dataclass
@@ -120,10 +130,11 @@ def default_models() -> list[FakeModel]:
 
 
 class FakeOllama(FakeServer):
-    """Fake Ollama. `reply_for(model, prompt)` is the exact text a generate call answers with."""
+    """Fake Ollama. `reply_for(model, prompt)` is the exact text a generate call answers with, and a
+    chat's answer for its last user message's content."""
 
     extra_modes = frozenset({"midstream_error", "no_vision", "busy", "truncate", "stall"})
-    streaming_paths = frozenset({"/api/generate"})
+    streaming_paths = frozenset({"/api/generate", "/api/chat"})
 
     def __init__(
         self,
@@ -158,6 +169,7 @@ class FakeOllama(FakeServer):
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/show", self._show)
         app.router.add_post("/api/generate", self._generate)
+        app.router.add_post("/api/chat", self._chat)
 
     def failure_response(self) -> web.StreamResponse:
         return _error(500, CRASH_ERROR)
@@ -214,30 +226,62 @@ class FakeOllama(FakeServer):
             return _error(500, NO_VISION_ERROR)
         pieces = _split_words(self.reply_for(model.name, prompt))
         metrics = _metrics(prompt, len(images), len(pieces))
+        answer = _Answer(name, pieces, metrics)
         if body.get("stream") is False:
-            return await self._answer_whole(request, name, pieces, metrics)
-        return await self._answer_streamed(request, name, pieces, metrics)
+            return await self._answer_whole(request, answer)
+        return await self._answer_streamed(request, answer)
 
-    async def _answer_whole(
-        self, request: web.Request, name: str, pieces: list[str], metrics: dict[str, Any]
-    ) -> web.StreamResponse:
-        await asyncio.sleep(self.chunk_delay * len(pieces))
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = _bind_json(request[RECORDED].body, _CHAT_FIELDS, "ChatRequest")
+        if isinstance(body, web.Response):
+            return body
+        messages = _bind_messages(body.get("messages") or [])
+        if isinstance(messages, web.Response):
+            return messages
+        try:
+            images = [decode_image(item, "Message.messages.images") for m in messages for item in m["images"]]
+        except ValueError as exc:
+            return _error(400, str(exc))
+        request[RECORDED].images = images
+        name = body.get("model") or ""
+        if not name:
+            return _error(400, "model is required")
+        model = self.find_model(name)
+        if model is None:
+            return _error(404, f"model '{name}' not found")
+        if self.mode == "busy":
+            return _error(503, BUSY_ERROR)
+        if not messages:
+            unloading = body.get("keep_alive") in (0, "0", "0s")
+            loaded = _chunk(name, "", done=True, chat=True)
+            return web.json_response(loaded | {"done_reason": "unload" if unloading else "load"})
+        if images and (not model.vision or self.mode == "no_vision"):
+            return _error(500, NO_VISION_ERROR)
+        prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        pieces = _split_words(self.reply_for(model.name, prompt))
+        metrics = _metrics(" ".join(m["content"] for m in messages), len(images), len(pieces))
+        del metrics["context"]  # chat replies carry none
+        answer = _Answer(name, pieces, metrics, chat=True)
+        if body.get("stream") is False:
+            return await self._answer_whole(request, answer)
+        return await self._answer_streamed(request, answer)
+
+    async def _answer_whole(self, request: web.Request, answer: _Answer) -> web.StreamResponse:
+        await asyncio.sleep(self.chunk_delay * len(answer.pieces))
         await self.wait_while("stall")
         if self.mode in ("drop", "truncate"):
             return self.drop_connection(request)
         if self.mode == "midstream_error":
             # Nothing was written yet, so the real server still sends a proper status.
             return _error(500, MIDSTREAM_ERROR)
-        return web.json_response(_chunk(name, "".join(pieces), done=True) | metrics)
+        return web.json_response(answer.chunk("".join(answer.pieces), done=True) | answer.metrics)
 
-    async def _answer_streamed(
-        self, request: web.Request, name: str, pieces: list[str], metrics: dict[str, Any]
-    ) -> web.StreamResponse:
+    async def _answer_streamed(self, request: web.Request, answer: _Answer) -> web.StreamResponse:
         response = web.StreamResponse()
         response.content_type = "application/x-ndjson"
         await response.prepare(request)
-        for index, piece in enumerate(pieces):
-            last = index == len(pieces) - 1
+        for index, piece in enumerate(answer.pieces):
+            last = index == len(answer.pieces) - 1
             if self.mode in MIDSTREAM_FAILURES and (index >= CHUNKS_BEFORE_FAILURE or last):
                 await self.wait_while("stall")  # then carries on where it stopped
                 if self.mode == "drop":
@@ -248,19 +292,31 @@ class FakeOllama(FakeServer):
                     await _write_line(response, {"error": MIDSTREAM_ERROR})
                     return response
             # The final chunk carries text too; clients must not ignore it.
-            line = _chunk(name, piece, done=last) | (metrics if last else {})
+            line = answer.chunk(piece, done=last) | (answer.metrics if last else {})
             await _write_line(response, line)
             if not last:
                 await asyncio.sleep(self.chunk_delay)
         return response
 
 
-def decode_image(data: Any) -> bytes:
+@dataclass
+class _Answer:
+    """The reply a generate or chat request gets: its text in word-sized pieces, and its final metrics."""
+
+    model: str
+    pieces: list[str]
+    metrics: dict[str, Any]
+    chat: bool = False
+
+    def chunk(self, text: str, *, done: bool) -> dict[str, Any]:
+        return _chunk(self.model, text, done=done, chat=self.chat)
+
+
+def decode_image(data: Any, field: str = "GenerateRequest.images") -> bytes:
     """Decode like Go's encoding/json does for []byte: strict standard base64, CR/LF ignored."""
     if not isinstance(data, str):
         raise ValueError(
-            f"json: cannot unmarshal {_json_kind(data)} into Go struct field "
-            "GenerateRequest.images of type api.ImageData"
+            f"json: cannot unmarshal {_json_kind(data)} into Go struct field {field} of type api.ImageData"
         )
     try:
         return base64.b64decode(data.replace("\r", "").replace("\n", ""), validate=True)
@@ -285,6 +341,27 @@ def _bind_json(raw: bytes, fields: dict[str, tuple[type, str]], struct: str) -> 
         return _error(400, _go_syntax_error(exc))
     if not isinstance(body, dict):
         return _error(400, f"json: cannot unmarshal {_json_kind(body)} into Go value of type api.{struct}")
+    refused = _type_error(body, fields, struct)  # not `or`: an aiohttp response is falsy
+    return body if refused is None else refused
+
+
+def _bind_messages(messages: list[Any]) -> list[dict[str, Any]] | web.Response:
+    """The chat's messages as Go decodes []api.Message (roles lower-cased), or the 400 reply."""
+    bound = []
+    for message in messages:
+        if not isinstance(message, dict):
+            struct = "ChatRequest.messages"
+            return _error(
+                400, f"json: cannot unmarshal {_json_kind(message)} into Go struct field {struct} of type api.Message"
+            )
+        if (refused := _type_error(message, _MESSAGE_FIELDS, "Message.messages")) is not None:
+            return refused
+        role = (message.get("role") or "").lower()
+        bound.append({"role": role, "content": message.get("content") or "", "images": message.get("images") or []})
+    return bound
+
+
+def _type_error(body: dict[str, Any], fields: dict[str, tuple[type, str]], struct: str) -> web.Response | None:
     for key, (expected, go_type) in fields.items():
         value = body.get(key)
         # bool is an int subclass in Python but a distinct JSON type in Go.
@@ -293,7 +370,7 @@ def _bind_json(raw: bytes, fields: dict[str, tuple[type, str]], struct: str) -> 
             return _error(
                 400, f"json: cannot unmarshal {_json_kind(value)} into Go struct field {struct}.{key} of type {go_type}"
             )
-    return body
+    return None
 
 
 def _go_syntax_error(exc: json.JSONDecodeError) -> str:
@@ -307,7 +384,8 @@ def _json_kind(value: Any) -> str:
         return "bool"
     if isinstance(value, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
+    kinds: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return kinds.get(type(value), "null")
 
 
 def _with_tag(name: str) -> str:
@@ -319,8 +397,10 @@ def _split_words(text: str) -> list[str]:
     return re.findall(r"\s*\S+|\s+$", text) or [text]
 
 
-def _chunk(model: str, text: str, *, done: bool) -> dict[str, Any]:
+def _chunk(model: str, text: str, *, done: bool, chat: bool = False) -> dict[str, Any]:
     created = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if chat:
+        return {"model": model, "created_at": created, "message": {"role": "assistant", "content": text}, "done": done}
     return {"model": model, "created_at": created, "response": text, "done": done}
 
 

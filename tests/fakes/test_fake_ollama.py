@@ -254,3 +254,119 @@ def test_stop_closes_the_port() -> None:
     fake.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url)
+
+
+# --- /api/chat ------------------------------------------------------------------
+
+
+def chat_body(model: str = "llava:7b", content: str = "What is it?", images: list[Any] | None = None, **extra: Any):
+    message: dict[str, Any] = {"role": "user", "content": content, "images": [PNG_B64] if images is None else images}
+    return {"model": model, "messages": [message], **extra}
+
+
+def test_chat_streams_message_pieces_and_ends_with_the_done_line(fake_ollama: FakeOllama) -> None:
+    response = post(fake_ollama, "/api/chat", chat_body(content="Describe"))
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    chunks = lines(response)
+    expected = fake_ollama.reply_for("llava:7b", "Describe")
+    assert len(chunks) == len(expected.split()) and len(chunks) > 2
+    assert [c["done"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert all(c["message"]["role"] == "assistant" and "response" not in c for c in chunks)
+    assert "".join(c["message"]["content"] for c in chunks) == expected
+    final = chunks[-1]
+    assert final["done_reason"] == "stop" and final["eval_count"] == len(chunks)
+    assert {"total_duration", "load_duration", "prompt_eval_count", "eval_duration"} <= set(final)
+    assert "context" not in final
+
+
+def test_chat_without_streaming_answers_one_object(fake_ollama: FakeOllama) -> None:
+    response = post(fake_ollama, "/api/chat", chat_body(content="Hi", stream=False))
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["message"] == {"role": "assistant", "content": fake_ollama.reply_for("llava:7b", "Hi")}
+    assert body["done"] is True and body["done_reason"] == "stop" and "context" not in body
+
+
+def test_chat_answers_the_last_user_message_and_records_every_image_in_order(fake_ollama: FakeOllama) -> None:
+    other = base64.b64encode(b"another picture").decode()
+    messages = [
+        {"role": "SYSTEM", "content": "Be brief."},
+        {"role": "user", "content": "First?", "images": [PNG_B64]},
+        {"role": "assistant", "content": "A thing."},
+        {"role": "user", "content": "And these?", "images": [other, PNG_B64]},
+    ]
+    body = post(fake_ollama, "/api/chat", {"model": "llava:7b", "messages": messages, "stream": False}).json()
+    assert body["message"]["content"] == fake_ollama.reply_for("llava:7b", "And these?")
+    assert fake_ollama.requests[-1].images == [PNG, b"another picture", PNG]
+    assert body["prompt_eval_count"] > 3 * 576
+
+
+def test_chat_rejects_a_data_url_in_any_message_like_go_base64(fake_ollama: FakeOllama) -> None:
+    messages = [
+        {"role": "user", "content": "a", "images": [PNG_B64]},
+        {"role": "user", "content": "b", "images": [f"data:image/png;base64,{PNG_B64}"]},
+    ]
+    response = post(fake_ollama, "/api/chat", {"model": "llava:7b", "messages": messages})
+    assert (response.status_code, response.json()) == (400, {"error": "illegal base64 data at input byte 4"})
+
+
+def test_chat_rejects_values_of_the_wrong_json_type_as_go_does(fake_ollama: FakeOllama) -> None:
+    number_image = post(fake_ollama, "/api/chat", chat_body(images=[7]))
+    assert number_image.status_code == 400
+    assert number_image.json()["error"] == (
+        "json: cannot unmarshal number into Go struct field Message.messages.images of type api.ImageData"
+    )
+    text_messages = post(fake_ollama, "/api/chat", {"model": "llava:7b", "messages": "hello"})
+    assert "ChatRequest.messages of type []api.Message" in text_messages.json()["error"]
+    number_role = post(fake_ollama, "/api/chat", {"model": "llava:7b", "messages": [{"role": 1}]})
+    assert "Message.messages.role of type string" in number_role.json()["error"]
+
+
+def test_chat_needs_a_model_and_a_known_one(fake_ollama: FakeOllama) -> None:
+    missing = post(fake_ollama, "/api/chat", chat_body(model=""))
+    assert (missing.status_code, missing.json()) == (400, {"error": "model is required"})
+    unknown = post(fake_ollama, "/api/chat", chat_body(model="llava:13b"))
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "model 'llava:13b' not found"})
+
+
+def test_chat_rejects_an_empty_body_and_invalid_json_with_400(fake_ollama: FakeOllama) -> None:
+    empty = post(fake_ollama, "/api/chat", content=b"")
+    assert (empty.status_code, empty.json()) == (400, {"error": "missing request body"})
+    broken = post(fake_ollama, "/api/chat", content=b"[1,")
+    assert broken.status_code == 400 and broken.json() == {"error": "unexpected EOF"}
+
+
+def test_chat_without_messages_only_loads_the_model(fake_ollama: FakeOllama) -> None:
+    body = post(fake_ollama, "/api/chat", {"model": "llava:7b", "messages": []}).json()
+    assert (body["message"]["content"], body["done"], body["done_reason"]) == ("", True, "load")
+    unloaded = post(fake_ollama, "/api/chat", {"model": "llava:7b", "messages": [], "keep_alive": 0}).json()
+    assert unloaded["done_reason"] == "unload"
+
+
+def test_chat_images_to_a_text_only_model_or_in_no_vision_mode_fail_with_500(fake_ollama: FakeOllama) -> None:
+    text_only = post(fake_ollama, "/api/chat", chat_body(model="llama3.2:3b"))
+    assert text_only.status_code == 500 and "missing data required for image input" in text_only.json()["error"]
+    fake_ollama.mode = "no_vision"
+    vision = post(fake_ollama, "/api/chat", chat_body())
+    assert vision.status_code == 500 and vision.json()["error"].startswith("Failed to create new sequence")
+
+
+def test_chat_has_the_same_busy_and_midstream_failures_as_generate(fake_ollama: FakeOllama) -> None:
+    fake_ollama.mode = "busy"
+    assert post(fake_ollama, "/api/chat", chat_body()).status_code == 503
+    fake_ollama.mode = "midstream_error"
+    chunks = lines(post(fake_ollama, "/api/chat", chat_body()))
+    assert chunks[-1] == {"error": "an error was encountered while running the model"}
+    assert len(chunks) == 3 and all(c["message"]["content"] for c in chunks[:-1])
+    fake_ollama.mode = "truncate"
+    truncated = lines(post(fake_ollama, "/api/chat", chat_body()))
+    assert len(truncated) == 2 and not any(c["done"] for c in truncated)
+
+
+def test_chat_drop_mode_breaks_the_stream_after_some_chunks(fake_ollama: FakeOllama) -> None:
+    fake_ollama.mode = "drop"
+    received = []
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", f"{fake_ollama.url}/api/chat", json=chat_body()) as r:
+            received.extend(json.loads(line) for line in r.iter_lines() if line)
+    assert len(received) == 2 and not any(chunk["done"] for chunk in received)
