@@ -25,7 +25,8 @@ def check_agent(agent: Agent) -> bool:
         agent.mark_offline(str(error))
         return False
     if not agent.online:
-        log.info("Agent %s is online with %d models", agent, len(discovery.models))
+        # A warning like going offline: both are state changes an operator wants to see.
+        log.warning("Agent %s is online with %d models", agent, len(discovery.models))
     agent.mark_online(discovery)
     return True
 

@@ -9,10 +9,12 @@ channels-redis for several web and worker processes.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from aiserver.env import (
     env_bool,
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
 # Django's own middleware, as subclasses that run their hooks in place in an async request
 # (aiserver/middleware.py): the same behaviour, without a thread hop per hook.
 MIDDLEWARE = [
+    "aiserver.metrics.RequestCountMiddleware",  # first, so it counts every answer (/metrics)
     "aiserver.middleware.SecurityMiddleware",
     "aiserver.middleware.StaticFilesMiddleware",  # WhiteNoise, kept out of the async path
     "aiserver.middleware.SessionMiddleware",
@@ -230,11 +233,48 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=1)
 OUTPUT_MAX_CHARS = env_int("OUTPUT_MAX_CHARS", 1_000_000, minimum=1000)
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=0)
 CALLBACK_ALLOW_PRIVATE = env_bool("CALLBACK_ALLOW_PRIVATE", False)
+# /v1/chat/completions may fetch http(s) image URLs (guarded like callbacks: no private
+# addresses unless CALLBACK_ALLOW_PRIVATE); off by default, as Ollama refuses them.
+OPENAI_IMAGE_URLS = env_bool("OPENAI_IMAGE_URLS", False)
 CALLBACK_SECRET = env_str("CALLBACK_SECRET") or SECRET_KEY
 
+# Finished jobs (and the images only they used) are deleted this many days after they ended,
+# by a daily task (imagetotext/retention.py); 0 keeps everything.
+RETENTION_DAYS = env_int("RETENTION_DAYS", 0, minimum=0)
+
+# Metrics --------------------------------------------------------------------
+
+# With a token set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Each process counts its HTTP requests in files here, which /metrics sums (prometheus-client's
+# multiprocess mode reads the variable as it is imported). One folder per host, as DATA_DIR may
+# be shared and the files are named by process id; always set from DATA_DIR, so that a process
+# started with another DATA_DIR does not count into its parent's. `serve` empties it at start.
+PROMETHEUS_MULTIPROC_DIR = DATA_DIR / "prometheus" / socket.gethostname()
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+
+# Logs -----------------------------------------------------------------------
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# text: one readable line per record; json: one JSON object per line, for log shippers.
+LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+# httpx logs every request at INFO ("HTTP Request: GET ..."), a line per agent check each
+# minute; they show only when LOG_LEVEL=DEBUG asks for everything.
+HTTP_CLIENT_LOG_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "aiserver.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "httpx": {"level": HTTP_CLIENT_LOG_LEVEL},
+        "httpcore": {"level": HTTP_CLIENT_LOG_LEVEL},
+    },
 }

@@ -19,7 +19,8 @@ class ImageToTextConfig(AppConfig):
 
 
 def start_heartbeat(**kwargs: Any) -> None:
-    """In each django-q2 worker as it starts: renew its jobs' leases and take up those of dead processes."""
+    """In each django-q2 worker as it starts: renew its jobs' leases, write its heartbeat row (for
+    /readyz) and take up the jobs of dead processes."""
     from imagetotext import leases, tasks
 
-    leases.holder.start(reclaim=tasks.reclaim)
+    leases.holder.start(reclaim=tasks.reclaim, worker=True)

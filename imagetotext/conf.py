@@ -37,6 +37,8 @@ class Conf:
     # A queued job whose model no online agent offers fails after this long.
     QUEUE_WAIT_SECONDS: int = settings.QUEUE_WAIT_SECONDS
     DEFAULT_PROMPT: str = "Describe this image."
+    # The most images one request (a generate, a chat) may carry; Job.image_count is a small integer.
+    MAX_IMAGES_PER_REQUEST: int = 16
     # How long a process keeps its answer to "which model is this, and does an online agent
     # offer it" (its own agent changes are seen at once; other processes' within this time).
     MODEL_LOOKUP_SECONDS: float = 1.0
@@ -52,3 +54,8 @@ class Conf:
     CALLBACK_ALLOW_PRIVATE: bool = settings.CALLBACK_ALLOW_PRIVATE
     CALLBACK_SECRET: str = settings.CALLBACK_SECRET
     CALLBACK_SIGNATURE_HEADER: str = "X-Signature-256"
+    # /v1/chat/completions fetches http(s) image URLs only when allowed, with the callbacks' guard.
+    OPENAI_IMAGE_URLS: bool = settings.OPENAI_IMAGE_URLS
+
+    # Retention: finished jobs older than this many days are deleted daily (0: never).
+    RETENTION_DAYS: int = settings.RETENTION_DAYS

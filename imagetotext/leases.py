@@ -9,6 +9,9 @@ an assigned one that never started is assigned afresh. The run that ends a job l
 go in the same statement that saves the outcome, so a cancelled job keeps its slot until the
 backend request has really ended.
 
+The heartbeat of a django-q2 worker also writes the worker's WorkerHeartbeat row, which
+/readyz counts: a worker is alive while its row is recent.
+
 A run whose lease ran out cannot end the job someone else took up: a started job changes only
 on the attempt that was read (Job.move_to), so each job ends once and sends one callback.
 """
@@ -17,24 +20,32 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import reduce
 from operator import or_
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from imagetotext import db_threads
 from imagetotext.conf import Conf
-from imagetotext.models import Job
+from imagetotext.models import Job, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
 # What the heartbeat calls after it renewed this process's leases: takes up expired jobs.
 Reclaim = Callable[[], object]
+
+# A worker writes its heartbeat row at most this often (its lease heartbeat may beat faster);
+# it counts as alive for three beats, and rows older than WORKER_STALE_SECONDS are deleted.
+WORKER_BEAT_SECONDS = 5.0
+WORKER_STALE_SECONDS = 300
 
 
 def lease_end(seconds: float | None = None) -> datetime:
@@ -50,17 +61,22 @@ class Holder:
         self.pid = 0
         self.wake = threading.Event()
         self.reclaim: Reclaim | None = None
+        self.worker: Worker | None = None  # set in a django-q2 worker: its heartbeat row
 
-    def start(self, reclaim: Reclaim | None = None) -> None:
-        """Make sure this process's heartbeat runs (a worker starts it as it is spawned)."""
+    def start(self, reclaim: Reclaim | None = None, worker: bool = False) -> None:
+        """Make sure this process's heartbeat runs (a worker starts it as it is spawned, worker=True)."""
         with self.lock:
-            self._start(reclaim)
+            self._start(reclaim, worker)
 
-    def _start(self, reclaim: Reclaim | None) -> None:
+    def _start(self, reclaim: Reclaim | None, worker: bool = False) -> None:
         if reclaim is not None:
             self.reclaim = reclaim
-        if self.pid != os.getpid():  # first use, or a forked child: its own heartbeat
-            self.held, self.pid = {}, os.getpid()
+        fresh = self.pid != os.getpid()  # first use, or a forked child: its own heartbeat
+        if fresh:
+            self.held, self.pid, self.worker = {}, os.getpid(), None
+        if worker and self.worker is None:
+            self.worker = Worker()
+        if fresh:
             threading.Thread(target=self.beat, name="lease-heartbeat", daemon=True).start()
 
     def hold(self, job: Job, reclaim: Reclaim | None = None) -> None:
@@ -80,6 +96,7 @@ class Holder:
     def beat(self) -> None:
         db_threads.hold_no_connection()
         pid = os.getpid()
+        self.beat_as_worker()  # at once: a worker is counted alive before its first lease renewal
         while not self.wake.wait(Conf.LEASE_SECONDS / 3) and os.getpid() == pid:
             try:
                 db_threads.run(renew, self.holding())
@@ -87,6 +104,50 @@ class Holder:
                     self.reclaim()
             except Exception:  # noqa: BLE001 - the database may be away for a while; beat again later
                 log.exception("Could not renew the leases of running jobs")
+            self.beat_as_worker()
+
+    def beat_as_worker(self) -> None:
+        worker = self.worker
+        if worker is None or not worker.due():
+            return
+        try:
+            db_threads.run(worker.record)
+        except Exception:  # noqa: BLE001 - as above
+            log.exception("Could not record this worker's heartbeat")
+
+
+class Worker:
+    """This worker process's heartbeat row (host:pid), written at most every WORKER_BEAT_SECONDS."""
+
+    def __init__(self) -> None:
+        self.name = f"{socket.gethostname()[:180]}:{os.getpid()}"
+        self.started_at = timezone.now()
+        self.recorded = -WORKER_BEAT_SECONDS  # time.monotonic() of the last write
+        self.purged = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() - self.recorded >= WORKER_BEAT_SECONDS
+
+    def record(self) -> None:
+        """Upsert the row; now and then also delete the rows of workers gone for a while."""
+        now = timezone.now()
+        fields = {"beat_at": now, "started_at": self.started_at}
+        if not WorkerHeartbeat.objects.filter(name=self.name).update(**fields):
+            try:
+                with transaction.atomic():  # a savepoint, as in store_image
+                    WorkerHeartbeat.objects.create(name=self.name, **fields)
+            except IntegrityError:
+                WorkerHeartbeat.objects.filter(name=self.name).update(**fields)
+        self.recorded = time.monotonic()
+        if self.recorded - self.purged >= WORKER_STALE_SECONDS / 5:
+            WorkerHeartbeat.objects.filter(beat_at__lt=now - timedelta(seconds=WORKER_STALE_SECONDS)).delete()
+            self.purged = self.recorded
+
+
+def alive_workers() -> int:
+    """Worker processes whose heartbeat is recent (three beats)."""
+    beat = max(WORKER_BEAT_SECONDS, Conf.LEASE_SECONDS / 3)
+    return WorkerHeartbeat.objects.filter(beat_at__gte=timezone.now() - timedelta(seconds=3 * beat)).count()
 
 
 holder = Holder()

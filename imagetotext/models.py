@@ -466,3 +466,30 @@ class TokenBucket(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WorkerHeartbeat(models.Model):
+    """A django-q2 worker process that is alive, as of its last beat (imagetotext.leases)."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid")
+    beat_at = models.DateTimeField(db_index=True)
+    started_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PagePreferences(models.Model):
+    """What the page's form offers first for a user: the model, preset and tag they last sent with."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="page_preferences")
+    model = models.CharField(max_length=200, blank=True)
+    preset = models.CharField(max_length=50, blank=True, help_text="A Preset's key.")
+    tag = models.CharField(max_length=100, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "page preferences"
+
+    def __str__(self) -> str:
+        return f"Page preferences of {self.user}"

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from agents.health import check_agents
 from agents.models import Agent
 from agents.registration import register_from_environment
+from aiserver.metrics import forget_counts
 from aiserver.supervisor import run_together
 
 
@@ -32,6 +33,9 @@ class Command(BaseCommand):
         self.ensure_admin()
         self.check_agents()
         sockets = listen(host, port, settings.WEB_PROCESSES)
+        # The HTTP counts of an earlier run (aiserver/metrics.py); after listen(), so that a second
+        # serve on a port in use stops before it wipes the running one's.
+        forget_counts()
         webs = [web_command(listening.fileno()) for listening in sockets]
         self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C stops the server and the worker)")
         # Detached: run_together hands the descriptors to the children and closes them here.
