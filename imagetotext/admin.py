@@ -197,7 +197,8 @@ def read_small(image: StoredImage) -> bytes | None:
 
 @admin.register(FailedJob)
 class FailedJobAdmin(JobAdmin):
-    list_display = [*JobAdmin.list_display, "error_summary"]
+    # Every row here is Failed, so the error takes the state's place (and the list keeps to 1280 px).
+    list_display = [name for name in JobAdmin.list_display if name != "state_badge"] + ["error_summary"]
     list_filter = ["agent", "model", "api", "error_code", "created_at"]
     actions = ["retry_jobs"]
 
@@ -255,6 +256,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if obj is None:
             return ("name", "owner", "expires_at", "restrict_to")
         return ("name", "owner", "prefix", "created_at", "expires_at", "revoked_at", "last_used_at", "restrict_to")
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """A new key is for the signed-in user unless another owner is picked (or given in the URL)."""
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         # The key_hash is never shown, not even read-only.

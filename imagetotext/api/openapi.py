@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.clients import florence
 from imagetotext.conf import Conf
+from imagetotext.images import ACCEPTED_FORMATS
 
 VERSION = "1.0.0"
 Schema = dict[str, Any]
@@ -67,7 +68,7 @@ ERRORS = {
 MODEL_404 = "The named model is not offered by any enabled agent (`NotFound`)."
 AGENT_405 = ERRORS[405] + " Or: no online agent serves the model, or no model was named and no agent offers Florence-2."
 IMAGE_400 = (
-    ERRORS[400] + " Also: the image is missing, not PNG/JPEG/WebP/GIF, or corrupt; a RefId is in use; "
+    ERRORS[400] + f" Also: the image is missing, not one of {ACCEPTED_FORMATS}, or corrupt; a RefId is in use; "
     "the model cannot read images; ReplyTo is not a public http(s) URL."
 )
 LOOKUP_400 = "Neither JobId nor RefId given, or JobId is not a number (`ArgumentException`)."
@@ -169,7 +170,7 @@ JOB_LOOKUP = [
 ]
 
 IMAGE_FIELDS: dict[str, Schema] = {
-    "image": field("string", "The image file part (PNG, JPEG, WebP or GIF).", format="binary"),
+    "image": field("string", f"The image file part ({ACCEPTED_FORMATS}).", format="binary"),
     "Model": field(
         "string",
         "Model from /api/ActiveAiModels, e.g. `llava:7b`; an Ollama name without a tag "

@@ -14,6 +14,8 @@ from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from agents.clients.local import OCR_MODEL
+from agents.models import Kind
 from imagetotext.dispatch import queue_position
 from imagetotext.models import FINISHED, Job, State
 
@@ -45,6 +47,25 @@ class Card:
     def cut(self) -> bool:
         """True when the card shows only the start; copying then fetches the whole text."""
         return not self.full and len(self.job.output) > PREVIEW_CHARS
+
+    @property
+    def lines(self) -> bool:
+        """True for text read off the image (OCR, a Florence-2 task): shown line for line, not as Markdown."""
+        job = self.job
+        on_local_ocr = job.agent is not None and job.agent.kind == Kind.LOCAL
+        return bool(job.florence_task) or on_local_ocr or job.model == OCR_MODEL
+
+    @property
+    def empty(self) -> bool:
+        """A finished job that found no text: the card says so instead of showing nothing."""
+        return self.job.state == State.COMPLETED and not self.job.output.strip()
+
+    @property
+    def waited(self) -> float | None:
+        """Seconds the job waited in the queue before its last start."""
+        if not self.job.started_at:
+            return None
+        return max(0.0, (self.job.started_at - self.job.queued_at).total_seconds())
 
 
 def preview(text: str) -> str:

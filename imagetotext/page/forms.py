@@ -64,7 +64,16 @@ class ModelChoice:
 
     @property
     def label(self) -> str:
-        return f"{self.name} · {', '.join(self.agents)}"
+        """The option's text: short enough for a phone's selector; the agents are named in full below it."""
+        where = self.agents[0] if len(self.agents) == 1 else f"{len(self.agents)} agents"
+        return f"{self.name} · {where}"
+
+    @property
+    def agents_text(self) -> str:
+        """Where the model runs, in words: "gpu", "gpu and laptop", "gpu, laptop and mini"."""
+        if len(self.agents) <= 1:
+            return "".join(self.agents)
+        return f"{', '.join(self.agents[:-1])} and {self.agents[-1]}"
 
 
 def usable_models(presets: list[Preset]) -> dict[str, ModelChoice]:

@@ -10,7 +10,8 @@ import markdown
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 
-EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
+# nl2br: a model's single line breaks (an address, a poem, a list without markers) stay breaks.
+EXTENSIONS = ["fenced_code", "tables", "sane_lists", "nl2br"]
 # No images (a model could make the page load a tracker) and no forms or scripts.
 ALLOWED_TAGS = {
     "p",

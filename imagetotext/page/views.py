@@ -17,7 +17,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Length, Substr
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -30,24 +30,15 @@ from agents.models import Capability
 from imagetotext import jobs
 from imagetotext.errors import ImageRejected, Refusal
 from imagetotext.images import UploadedImage, read_uploaded_file
-from imagetotext.images import thumbnail as make_thumbnail
 from imagetotext.models import InvalidTransition, Job, StoredImage
 from imagetotext.page import sending
 from imagetotext.page.cards import PREVIEW_CHARS, card, latest_cards, render_card
-from imagetotext.page.forms import (
-    FALLBACK_PRESET,
-    SubmitForm,
-    default_preset,
-    load_presets,
-    model_groups,
-    usable_models,
-)
+from imagetotext.page.choices import is_job_id, job_to_run_again, remember, remembered
+from imagetotext.page.forms import FALLBACK_PRESET, SubmitForm, load_presets, model_groups, usable_models
+from imagetotext.page.limits import upload_rules
 
 HISTORY_PAGE_SIZE = 20
-THUMBNAIL_SIZE = 320
 ERRORS = "imagetotext/partials/upload_errors.html"
-# Job ids as the page sends them: ASCII digits (str.isdigit also takes "²"), within a bigint.
-JOB_ID_DIGITS = 18
 PATH_MAX_CHARS = Job._meta.get_field("path").max_length or 500
 
 
@@ -75,13 +66,17 @@ def page(request: HttpRequest) -> HttpResponse:
 def render_page(request: HttpRequest, errors: list[str] | None = None, status: int = 200) -> HttpResponse:
     presets = load_presets()
     models = usable_models(presets)
+    choices = remembered(request.user, models, presets)
     context = {
         "model_groups": model_groups(models),
         # Only the built-in OCR (or nothing): say how to get captions and descriptions.
         "needs_agent": all(choice.capability == Capability.OCR for choice in models.values()),
         "presets": presets,
-        "default_preset": default_preset(presets),
+        "choices": choices,
+        "default_preset": choices.preset,
         "no_presets": presets == [FALLBACK_PRESET],
+        "rules": upload_rules(),
+        "again": job_to_run_again(request),
         "duplicates": sending.DUPLICATE_CHOICES,
         "cards": latest_cards(request.user),
         "errors": errors or [],
@@ -151,6 +146,8 @@ def submit(request: PageRequest) -> HttpResponse:
             create(spec, image, path)
     except Refusal as refused:
         errors.append(refused.message)  # e.g. the disk filled up meanwhile; what was sent stays sent
+    else:
+        remember(request.user, form)
     if not request.htmx:
         return refuse(request, errors) if errors else redirect("image-to-text")
     return HttpResponse(render_to_string(ERRORS, {"errors": errors, "oob": True}) + sending.render_sent(None))
@@ -162,6 +159,7 @@ def send_batch(request: PageRequest, form: SubmitForm, uploads: list[sending.Nam
         batch = sending.create_batch(request.user, form, uploads)
     except Refusal as refused:
         return refuse(request, [refused.message], status=refused.status if refused.status < 500 else 400)
+    remember(request.user, form)
     if not request.htmx:
         return redirect("image-to-text-batch", batch_id=batch.pk)
     return HttpResponse(render_to_string(ERRORS, {"errors": [], "oob": True}) + sending.render_sent(batch))
@@ -186,11 +184,6 @@ def read_images(request: HttpRequest, uploads: list[sending.NamedUpload]) -> tup
     if not images and not errors:
         errors.append("Add at least one image: choose files, drop them on the page, or paste one.")
     return images, errors
-
-
-def is_job_id(value: str) -> bool:
-    """Anything else could never name a job; such values are ignored like the ids of others' jobs."""
-    return value.isascii() and value.isdigit() and len(value) <= JOB_ID_DIGITS
 
 
 def job_request(request: HttpRequest, form: SubmitForm) -> jobs.JobRequest:
@@ -219,8 +212,10 @@ def refuse(request: PageRequest, errors: list[str], status: int = 400) -> HttpRe
 
 @login_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    """One job in full: its live card, its images at full size, and what it was asked and took."""
     job = owned_job(request, job_id)
-    return render(request, "imagetotext/job.html", {"job": job, "card": card(job, full=True)})
+    context = {"job": job, "card": card(job, full=True), "images": list(enumerate(job.stored_images(), start=1))}
+    return render(request, "imagetotext/job.html", context)
 
 
 @login_required
@@ -279,23 +274,6 @@ def same_site(request: HttpRequest, url: str) -> str:
     """url if it stays on this site, else "": a form's next= must not send the user elsewhere."""
     allowed = url_has_allowed_host_and_scheme(url, {request.get_host()}, require_https=request.is_secure())
     return url if allowed else ""
-
-
-@login_required
-def thumbnail(request: PageRequest, sha256: str) -> HttpResponse:
-    """A small WebP of one of the user's images; its URL names its content, so browsers keep it."""
-    image = StoredImage.objects.filter(sha256=sha256, jobs__owner=request.user).first()
-    if image is None:
-        raise Http404("No such image")
-    etag = f'"{sha256}-{THUMBNAIL_SIZE}"'
-    if request.headers.get("If-None-Match") == etag:
-        response = HttpResponse(status=304)
-    else:
-        with image.file.open("rb") as handle:
-            response = HttpResponse(make_thumbnail(handle.read(), THUMBNAIL_SIZE), content_type="image/webp")
-    response["ETag"] = etag
-    response["Cache-Control"] = "private, max-age=31536000, immutable"
-    return response
 
 
 # --- history ---------------------------------------------------------------

@@ -5,19 +5,88 @@
 
   // --- images waiting to be sent ---------------------------------------------
 
-  // Each item is {file, path, thumb} for a new file (path: its place in a folder) or
-  // {again, thumb} for a stored one run again. Several files, a folder or a ZIP make a batch.
+  // Each item is {file, path, thumb, problem} for a new file (path: its place in a folder;
+  // problem: why the server would refuse it, "" if none) or {again, thumb} for a stored one
+  // run again. Several files, a folder or a ZIP make a batch. A file with a problem stays in
+  // the list with its reason, and is not sent.
   const pending = [];
+  const sendable = (item) => item.again || !item.problem;
 
   function isZip(file) {
     return /\.zip$/i.test(file.name) || /zip/.test(file.type);
+  }
+
+  // The server's limits and accepted types, as the page was given them (imagetotext.page.limits).
+  function uploadRules(form) {
+    const zone = form.querySelector("#dropzone").dataset;
+    return {
+      maxBytes: Number(zone.maxBytes),
+      maxSize: zone.maxSize,
+      batchMaxBytes: Number(zone.batchMaxBytes),
+      batchMaxSize: zone.batchMaxSize,
+      batchMaxItems: Number(zone.batchMaxItems),
+      types: zone.types.split(","),
+      extensions: zone.extensions.split(","),
+      formats: zone.formats,
+    };
+  }
+
+  // Sizes as the server's refusals write them: "20 MB", "2.5 MB", "2 GB".
+  function readableSize(bytes) {
+    const megabyte = 1024 * 1024;
+    const [unit, name] = bytes >= 1024 * megabyte ? [1024 * megabyte, "GB"] : [megabyte, "MB"];
+    return `${Number((bytes / unit).toPrecision(3))} ${name}`;
+  }
+
+  // Why the server would refuse this file, known before it is sent; "" when it would take it.
+  function problemWith(file, rules) {
+    if (isZip(file)) {
+      const big = file.size > rules.batchMaxBytes;
+      return big ? `The ZIP is ${readableSize(file.size)}; the limit is ${rules.batchMaxSize}.` : "";
+    }
+    const ending = (file.name.match(/\.[^./]+$/) || [""])[0].toLowerCase();
+    if (!rules.types.includes(file.type) && !rules.extensions.includes(ending)) {
+      return `Not an image in an accepted format (${rules.formats}).`;
+    }
+    if (!file.size) return "The file is empty.";
+    if (file.size > rules.maxBytes) return `The image is ${readableSize(file.size)}; the limit is ${rules.maxSize}.`;
+    return "";
+  }
+
+  // Why the picked files cannot go as they are, or "" to let the send go ahead.
+  function sendProblem(rules) {
+    const files = pending.filter((item) => item.file && !item.problem);
+    if (!files.length && !pending.some((item) => item.again)) {
+      return pending.length ? "None of the picked files can be sent: the reason is beside each." : "";
+    }
+    if (files.length > rules.batchMaxItems) {
+      return `${files.length} files are more than one batch takes (${rules.batchMaxItems}): send them in parts.`;
+    }
+    const total = files.reduce((sum, item) => sum + item.file.size, 0);
+    if (files.length > 1 && total > rules.batchMaxBytes) {
+      return `The files come to ${readableSize(total)}, more than one batch takes (${rules.batchMaxSize}): send them in parts.`;
+    }
+    return "";
+  }
+
+  // The same list upload_errors.html shows for the server's refusals, next to the drop area.
+  function showErrors(messages) {
+    const box = document.getElementById("upload-errors");
+    if (!messages.length) {
+      box.replaceChildren();
+      return;
+    }
+    const list = document.createElement("ul");
+    list.append(...messages.map((message) => Object.assign(document.createElement("li"), { textContent: message })));
+    box.replaceChildren(Object.assign(document.createElement("p"), { textContent: "Nothing was sent:" }), list);
+    box.scrollIntoView({ block: "nearest" });
   }
 
   // Django keeps only a file name's last part, so each file's folder path goes in "paths" beside it.
   function syncFileInput(form) {
     const transfer = new DataTransfer();
     form.querySelectorAll("input[name=paths]").forEach((input) => input.remove());
-    pending.filter((item) => item.file).forEach((item) => {
+    pending.filter((item) => item.file && sendable(item)).forEach((item) => {
       transfer.items.add(item.file);
       const input = document.createElement("input");
       Object.assign(input, { type: "hidden", name: "paths", value: item.path });
@@ -44,12 +113,17 @@
     if (item.thumb) {
       img.src = item.thumb;
       img.alt = item.file ? `Preview of ${item.path}` : `The image of request ${item.again}`;
+      // A file the browser cannot draw (TIFF, a broken one) gets the same mark as a ZIP.
+      img.addEventListener("error", () => img.replaceWith(
+        Object.assign(document.createElement("span"), { className: "pending-zip", textContent: "?" }),
+      ));
     } else {
-      Object.assign(img, { className: "pending-zip", textContent: "ZIP" });
+      Object.assign(img, { className: "pending-zip", textContent: isZip(item.file) ? "ZIP" : "?" });
     }
     const name = document.createElement("span");
     name.className = "pending-name";
     name.textContent = item.file ? item.path : `Request ${item.again}, again`;
+    name.title = name.textContent;
     const remove = document.createElement("button");
     Object.assign(remove, { type: "button", className: "button button--quiet", textContent: "Remove" });
     remove.setAttribute("aria-label", `Remove ${name.textContent}`);
@@ -57,19 +131,35 @@
       const [gone] = pending.splice(index, 1);
       if (gone.file && gone.thumb) URL.revokeObjectURL(gone.thumb);
       renderPending(form);
+      showErrors([]);
       form.querySelector("#images").focus();
     });
     li.append(img, name, remove);
+    if (item.problem) {
+      li.classList.add("pending--refused");
+      const problem = Object.assign(document.createElement("span"), {
+        className: "pending-problem",
+        id: `pending-problem-${index}`,
+        textContent: `Not sent: ${item.problem}`,
+      });
+      name.setAttribute("aria-describedby", problem.id);
+      li.append(problem);
+    }
     return li;
   }
 
   // files: File objects, or [file, path] pairs for files found in a dropped folder.
   function addFiles(form, files) {
+    const rules = uploadRules(form);
     for (const entry of files) {
       const [file, path] = Array.isArray(entry) ? entry : [entry, entry.webkitRelativePath || entry.name];
-      pending.push({ file, path, thumb: isZip(file) ? "" : URL.createObjectURL(file) });
+      const problem = problemWith(file, rules);
+      // No preview of what is not an image we take: the browser may not draw it either.
+      const thumb = isZip(file) || problem ? "" : URL.createObjectURL(file);
+      pending.push({ file, path, thumb, problem });
     }
     renderPending(form);
+    showErrors([]);
   }
 
   // A dropped folder arrives as an entry to walk; its files keep their paths inside it.
@@ -94,9 +184,11 @@
     return found;
   }
 
-  function clearPending(form) {
-    pending.filter((item) => item.file && item.thumb).forEach((item) => URL.revokeObjectURL(item.thumb));
-    pending.length = 0;
+  // Only what went: an image pasted while the send was on its way stays for the next one.
+  function removeSent(form, sent) {
+    sent.filter((item) => item.file && item.thumb).forEach((item) => URL.revokeObjectURL(item.thumb));
+    const kept = pending.filter((item) => !sent.includes(item));
+    pending.splice(0, pending.length, ...kept);
     renderPending(form);
   }
 
@@ -146,11 +238,13 @@
     const prompt = form.querySelector("#prompt");
     const help = form.querySelector("#prompt-help");
     const presets = [...form.querySelectorAll("input[name=preset]")];
+    const agents = form.querySelector("#model-agents");
     const defaultHelp = help.textContent;
 
     function update() {
       const option = model.selectedOptions[0];
       const task = option ? option.dataset.capability : "vision";
+      agents.textContent = option?.dataset.agents ? `Runs on ${option.dataset.agents}.` : "";
       presets.forEach((radio) => {
         radio.disabled = task === "ocr" && radio.value !== "text";
       });
@@ -183,25 +277,89 @@
     update();
   }
 
+  // --- run again -------------------------------------------------------------
+  // A job's "Run again" (data-again, data-model, data-prompt, data-task, data-tag) puts its
+  // stored image back in the form with the model, preset, prompt and tag it was sent with.
+
+  function runAgain(form, job) {
+    if (!pending.some((item) => item.again === job.again)) {
+      pending.push({ again: job.again, thumb: job.thumb });
+      renderPending(form);
+    }
+    restoreChoices(form, job);
+    form.scrollIntoView({ behavior: "smooth", block: "start" });
+    form.querySelector("#model").focus();
+  }
+
+  function restoreChoices(form, job) {
+    const model = form.querySelector("#model");
+    const option = [...model.options].find((each) => each.value === job.model);
+    if (option) model.value = job.model;  // a model gone offline: the form keeps its own
+    const presets = [...form.querySelectorAll("input[name=preset]")];
+    const preset = presetOf(model.selectedOptions[0], presets, job);
+    // A prompt of one's own matches no preset: none is checked, rather than one it was not sent with.
+    presets.forEach((radio) => { radio.checked = radio === preset; });
+    const prompt = form.querySelector("#prompt");
+    prompt.value = job.prompt || preset?.dataset.prompt || prompt.value;
+    form.querySelector("#tag").value = job.tag || "";
+    model.dispatchEvent(new Event("change"));  // which presets and prompt this model takes
+  }
+
+  // Jobs keep no preset: it is the one whose prompt the job has, or whose Florence-2 task it ran
+  // on this model; a job without either was text recognition.
+  function presetOf(option, presets, job) {
+    if (job.task) {
+      const tasks = JSON.parse(option?.dataset.presetTasks || "{}");
+      return presets.find((radio) => tasks[radio.value] === job.task)
+        || presets.find((radio) => radio.dataset.florenceTask === job.task);
+    }
+    if (job.prompt) return presets.find((radio) => radio.dataset.prompt === job.prompt);
+    return presets.find((radio) => radio.value === "text");
+  }
+
+  // Off the compose page (a job's own page, the history), Run again opens it with the job.
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-again]");
+    const form = document.getElementById("compose");
+    if (!button) return;
+    if (form) {
+      runAgain(form, button.dataset);
+    } else {
+      window.location.assign(button.dataset.againUrl);
+    }
+  });
+
   function setUpCompose() {
     const form = document.getElementById("compose");
     if (!form) return;
     setUpDropzone(form);
     setUpPresets(form);
-    form.addEventListener("htmx:afterRequest", (event) => {
-      if (event.detail.elt === form && event.detail.successful) clearPending(form);
-    });
-    // "Run again" on a card puts its stored image back in the form.
-    document.addEventListener("click", (event) => {
-      const button = event.target.closest("[data-again]");
-      if (!button) return;
-      if (!pending.some((item) => item.again === button.dataset.again)) {
-        pending.push({ again: button.dataset.again, thumb: button.dataset.thumb });
-        renderPending(form);
+    let sent = [];
+    form.addEventListener("htmx:beforeRequest", (event) => {
+      if (event.detail.elt !== form) return;
+      const problem = sendProblem(uploadRules(form));
+      if (problem) {
+        event.preventDefault();
+        showErrors([problem]);
+      } else {
+        sent = [...pending];
       }
-      form.scrollIntoView({ behavior: "smooth", block: "start" });
-      form.querySelector("#model").focus();
     });
+    // A refusal (4xx, its reasons swapped in next to the drop area) keeps the picked files.
+    form.addEventListener("htmx:afterRequest", (event) => {
+      if (event.detail.elt !== form) return;
+      const status = event.detail.xhr ? event.detail.xhr.status : 0;
+      if (status >= 200 && status < 300) {
+        removeSent(form, sent);
+      } else {
+        requestAnimationFrame(() => document.getElementById("upload-errors")?.scrollIntoView({ block: "nearest" }));
+      }
+    });
+    const onLoad = document.getElementById("run-again-on-load");
+    if (onLoad) {
+      runAgain(form, onLoad.dataset);
+      history.replaceState(null, "", window.location.pathname);  // a reload does not add it twice
+    }
   }
 
   // --- copy ------------------------------------------------------------------

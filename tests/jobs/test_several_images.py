@@ -73,9 +73,7 @@ def test_a_model_that_reads_one_image_refuses_several_and_stores_nothing(api_use
     assert not Job.objects.exists() and not StoredImage.objects.exists()
 
 
-def test_deleting_the_job_on_the_page_removes_its_images_no_other_job_uses(
-    api_user, user_client, ollama_agent
-) -> None:
+def test_deleting_the_job_on_the_page_removes_its_images_no_other_job_uses(api_user, user_client, ollama_agent) -> None:
     kept = create(api_user, "llava:7b", ["red"])
     job = create(api_user, "llava:7b", ["red", "blue"])
     blue = job.stored_images()[1]
