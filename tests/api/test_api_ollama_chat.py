@@ -298,13 +298,13 @@ def test_generate_with_several_images_for_the_ocr_is_refused(api_client):
 
 
 def test_generate_refuses_more_images_than_a_request_may_hold(api_client, ollama_agent):
-    from imagetotext.api.ollama_compat import MAX_IMAGES_PER_REQUEST
+    from imagetotext.conf import Conf
 
-    images = [b64()] * (MAX_IMAGES_PER_REQUEST + 1)
+    images = [b64()] * (Conf.MAX_IMAGES_PER_REQUEST + 1)
 
     response = post(api_client, "/api/generate", model="llava:7b", prompt="x", images=images)
 
-    assert_refused(response, 400, f"at most {MAX_IMAGES_PER_REQUEST} images")
+    assert_refused(response, 400, f"at most {Conf.MAX_IMAGES_PER_REQUEST} images")
 
 
 # --- the official ollama client against the real server -------------------------

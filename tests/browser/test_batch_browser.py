@@ -143,6 +143,8 @@ def test_a_second_batch_is_cancelled_halfway(page: Page, backends) -> None:
         page.get_by_role("button", name="Cancel the rest").click()
         expect(page.locator("#batch-progress")).to_contain_text("cancelled", timeout=20_000)
         expect(page.get_by_role("button", name="Cancel the rest")).to_have_count(0, timeout=20_000)
+        # The progress bar and each item's card are separate updates: the last card may follow it.
+        expect(page.locator(".batch-item--completed, .batch-item--cancelled")).to_have_count(20, timeout=10_000)
         completed = page.locator(".batch-item--completed").count()
         cancelled = page.locator(".batch-item--cancelled").count()
         assert completed + cancelled == 20 and 0 < completed < 20

@@ -33,7 +33,7 @@ ollama = Agent.objects.get(kind=Kind.OLLAMA)
 Agent.objects.filter(pk=ollama.pk).update(concurrency=4)
 comfy = Agent.objects.get(kind=Kind.COMFYUI)
 for n in range(40):
-    end = now - timedelta(minutes=(n * 37) % 58, seconds=n)
+    end = now - timedelta(minutes=(n * 37) % 50, seconds=n)  # well inside the chart's hour, however slow the test
     Job.objects.create(owner=admin, model="llava:7b", agent=ollama, state="Completed",
                        started_at=end - timedelta(seconds=2 + n % 5), finished_at=end, completion_tokens=60)
 for n, error in enumerate(["connect timed out after 10 s", "Model 'llava:13b' not found",
@@ -74,7 +74,7 @@ def test_staff_see_agents_queue_throughput_and_failures_at_a_glance(page: Page, 
     chart = page.locator("svg.chart")
     expect(chart).to_have_attribute("aria-label", re.compile(r"40 completed, 3 failed"))
     heights = [float(rect.get_attribute("height") or 0) for rect in chart.locator("rect.completed").all()]
-    assert len(heights) == 12 and sum(1 for h in heights if h > 0) >= 10
+    assert len(heights) == 12 and sum(1 for h in heights if h > 0) >= 9
     failures = page.locator("#failures tbody tr")
     expect(failures).to_have_count(3)
     expect(failures.first).to_contain_text("connect timed out after 10 s")
