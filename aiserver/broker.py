@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import select
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import connections, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import OrmQ
 
 from aiserver import doorbell
 
@@ -36,20 +39,40 @@ class DoorbellORM(ORM):
         ring()
         return task_id
 
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> Any:
+        """The task table, on a connection kept open: django-q2's closes and reopens it at every
+        call (CONN_MAX_AGE is 0), three times per task. Only a broken connection is closed."""
+        connection = connections[Conf.ORM]
+        if connection.in_atomic_block:
+            return OrmQ.objects.using(Conf.ORM)
+        if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
+            connection.close()
+        connection.errors_occurred = False
+        return OrmQ.objects.using(Conf.ORM)
+
     def dequeue(self) -> Any:
-        """The ORM broker's dequeue, waiting for a bell (at most `poll` seconds) when there is nothing."""
-        tasks = self.get_connection().filter(key=self.list_key, lock__lt=timezone.now())[0 : Conf.BULK]
-        if not tasks:
+        """Claim up to `bulk` tasks, waiting for a bell (at most `poll` seconds) when there is none."""
+        claimed = self.claim()
+        if not claimed:
             self.wait(Conf.POLL)
             return None  # the pusher asks again at once
-        return self.claim(tasks)
+        return claimed
 
-    def claim(self, tasks: Any) -> list[tuple[Any, Any]]:
-        """The ORM broker's own claim: lock each task unless another cluster was faster."""
-        claimed = []
-        for task in tasks:
-            if self.get_connection().filter(id=task.id, lock=task.lock).update(lock=self.timeout(task)):
-                claimed.append((task.pk, task.payload))
+    def claim(self) -> list[tuple[Any, Any]]:
+        """Lock the oldest tasks for this cluster, in one write transaction.
+
+        The ORM broker's own claim is a conditional update per task, each a write of its own: on
+        SQLite each waited for the write lock behind every other process's writes, and a burst of
+        jobs reached the workers at ten a second. Here the select and the update are in one
+        transaction, so another cluster cannot take the same tasks in between.
+        """
+        with transaction.atomic(using=Conf.ORM):
+            tasks = self.get_connection().filter(key=self.list_key, lock__lt=timezone.now())
+            claimed = list(tasks.order_by("id").values_list("id", "payload")[: Conf.BULK])
+            if claimed:
+                until = timezone.now() + timedelta(seconds=Conf.RETRY)
+                self.get_connection().filter(id__in=[pk for pk, _ in claimed]).update(lock=until)
         return claimed
 
     def wait(self, seconds: float) -> None:

@@ -137,7 +137,11 @@ Q_CLUSTER: dict[str, object] = {
     "ack_failures": True,
     "max_attempts": 1,
     "catch_up": False,
-    "save_limit": 250,
+    # A job is its own record: storing each successful run_job task too was two more writes per
+    # job for the one writer SQLite allows. Failed tasks are still stored.
+    "save_limit": -1,
+    # The pusher claims up to this many tasks in one transaction (aiserver.broker).
+    "bulk": 16,
     # Jobs outlive the task that starts them (they run on the worker's threads), so a worker
     # is not recycled after a number of tasks: it would wait for its jobs to end.
     "recycle": 10**9,

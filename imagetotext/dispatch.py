@@ -8,16 +8,16 @@ that finds no free agent stays queued until a slot frees up.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q, QuerySet, prefetch_related_objects
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from agents.models import Agent, AgentModel, Kind
+from agents.models import Agent, AgentModel, Capability, Kind
 from imagetotext.conf import Conf
 from imagetotext.models import FINISHED, Job, State
 
@@ -64,43 +64,65 @@ def hand_over(assigned: list[Assignment], take_here: TakeHere | None = None) -> 
 
 # A job holds its agent's slot from its assignment until it ended and the process running it let
 # go (a cancelled job's backend request may still be running; see imagetotext.leases).
-HOLDS_SLOT = Q(jobs__isnull=False) & (~Q(jobs__state__in=FINISHED) | Q(jobs__lease_until__isnull=False))
+UNFINISHED = sorted(set(State) - FINISHED)
+HOLDS_SLOT = Q(state__in=UNFINISHED) | Q(lease_until__isnull=False)
+
+
+def slots_held() -> Counter[int]:
+    """Jobs holding a slot, per agent id. Counted from the jobs' side, where the indexes on state and
+    lease_until find them: a count joined from the agents read every job each agent ever ran."""
+    holding = Job.objects.filter(HOLDS_SLOT, agent__isnull=False).values_list("agent").annotate(Count("pk"))
+    return Counter(dict(holding.order_by()))
 
 
 def assign_waiting_jobs() -> list[Assignment]:
     """Give waiting jobs, oldest first, to free agents; returns which job went to which agent."""
     take_turns()
     # Only the agents with a free slot, and only their models: with many agents, most are busy.
-    busy = Count("jobs", filter=HOLDS_SLOT)
-    free = list(
-        Agent.objects.usable()
-        .annotate(busy=busy)
-        .filter(busy__lt=F("concurrency"))
-        .order_by("pk")
-        .prefetch_related("models")
-    )
+    load = slots_held()
+    free = [agent for agent in Agent.objects.usable().order_by("pk") if load[agent.pk] < agent.concurrency]
     if not free:
         return []  # every slot is busy: the usual case under load, so read no jobs
-    load = Counter({agent.pk: agent.busy for agent in free})  # type: ignore[attr-defined]  # annotated
+    prefetch_related_objects(free, "models")
     offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in free}
     wanted = set().union(*offered.values())
     waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model__in=wanted)
     # A worker that never starts its job (it died) lets another take it when this runs out.
     lease_end = timezone.now() + timedelta(seconds=Conf.ASSIGNED_LEASE_SECONDS)
     assigned: list[Assignment] = []
-    for job in waiting.order_by("created_at", "pk").only("pk", "model", "tried_agents")[:BATCH]:
+    for job in oldest_waiting(waiting, sum(agent.concurrency - load[agent.pk] for agent in free)):
         if not (agent := pick(job, free, offered, load)):
             continue
         claimed = Job.objects.filter(pk=job.pk, state=State.QUEUED, agent__isnull=True).update(
             agent=agent, status=f"Waiting for a worker on {agent.name}", lease_until=lease_end
         )
         if claimed:
+            job.agent_id = agent.pk  # it left the queue (oldest_waiting counts on it)
             load[agent.pk] += 1
             assigned.append(Assignment(job.pk, agent))
             free = [a for a in free if load[a.pk] < a.concurrency]
             if not free:
                 break
     return assigned
+
+
+def oldest_waiting(waiting: QuerySet[Job], slots: int) -> Iterator[Job]:
+    """Up to BATCH waiting jobs, oldest first, read a page of about the free slots at a time: most
+    often the first page fills them, however long the queue (a batch of thousands).
+
+    The caller sets agent_id on each job it takes: those leave the queue, so the next page starts
+    after the jobs passed over only.
+    """
+    page, passed, read = min(max(2 * slots, 8), BATCH), 0, 0
+    oldest_first = waiting.order_by("created_at", "pk").only("pk", "model", "tried_agents")
+    while read < BATCH:
+        jobs = list(oldest_first[passed : passed + page])
+        for job in jobs:
+            yield job
+            passed += job.agent_id is None
+        read += len(jobs)
+        if len(jobs) < page:
+            return
 
 
 def take_turns() -> None:
@@ -119,25 +141,29 @@ DISPATCH_LOCK = 0x6A6F6273
 
 
 def work_to_assign() -> bool:
-    """Whether a job waits for an agent and some usable agent runs fewer jobs than its concurrency.
+    """Whether a job waits for a model that some usable agent with a free slot offers.
 
     A read, so it may be stale. It runs after every submission and every finished job, so it is
     one statement written once, not an ORM query compiled each time (that took most of its cost).
+    Asked per model: a queue for a busy model must not send every submission through a write
+    transaction because some other agent sits idle.
     """
     with connection.cursor() as cursor:
-        cursor.execute(WORK_TO_ASSIGN_SQL, [State.QUEUED, *sorted(FINISHED)])
+        cursor.execute(WORK_TO_ASSIGN_SQL, [Capability.TEXT, State.QUEUED, *UNFINISHED])
         row = cursor.fetchone()
     return bool(row and row[0])
 
 
 def _work_to_assign_sql() -> str:
     quote = connection.ops.quote_name
-    job, agent = quote(Job._meta.db_table), quote(Agent._meta.db_table)
+    job, agent, model = (quote(m._meta.db_table) for m in (Job, Agent, AgentModel))
+    unfinished = ", ".join(["%s"] * len(UNFINISHED))
     return (
-        f"SELECT EXISTS (SELECT 1 FROM {job} WHERE state = %s AND agent_id IS NULL)"
-        f" AND EXISTS (SELECT 1 FROM {agent} a WHERE a.enabled AND a.online AND a.concurrency > ("
-        f"SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id"
-        f" AND (j.state NOT IN (%s, %s, %s) OR j.lease_until IS NOT NULL)))"
+        f"SELECT EXISTS (SELECT 1 FROM {agent} a JOIN {model} m ON m.agent_id = a.id"
+        f" WHERE a.enabled AND a.online AND m.capability <> %s"
+        f" AND EXISTS (SELECT 1 FROM {job} w WHERE w.model = m.name AND w.state = %s AND w.agent_id IS NULL)"
+        f" AND a.concurrency > (SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id"
+        f" AND (j.state IN ({unfinished}) OR j.lease_until IS NOT NULL)))"
     )
 
 

@@ -28,7 +28,7 @@ from agents.models import Agent, AgentModel, Capability
 from imagetotext import leases
 from imagetotext.callbacks import owe, owing
 from imagetotext.conf import Conf
-from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over
+from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over, work_to_assign
 from imagetotext.errors import Refusal
 from imagetotext.images import UploadedImage
 from imagetotext.live import publish_change
@@ -151,20 +151,21 @@ def validate(request: JobRequest) -> JobSpec:
 
 
 def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> Job:
-    """Store the job for one image; once committed, the scheduler hands it to the workers.
+    """Store the job for one image and assign waiting jobs to free agents in the same transaction
+    (one write, where a dispatch after the commit was a second); once committed, the assigned jobs
+    go to the workers.
 
-    A synchronous request passes hand_to_workers=False: waiting jobs are assigned in the same
-    transaction, and if this one gets a remote agent it is started at once and job.runs_here
-    tells the caller to run it itself (imagetotext.tasks.run_for_request); every other
-    assigned job goes to the workers.
+    A synchronous request passes hand_to_workers=False: if this job gets a remote agent it is
+    started at once and job.runs_here tells the caller to run it itself
+    (imagetotext.tasks.run_for_request); every other assigned job goes to the workers.
     """
     mine = None
     try:
         # No savepoint of its own: a clash of RefIds fails the caller's whole transaction anyway.
         with transaction.atomic(savepoint=False):
             job = Job.objects.create(**spec.fields, image=image)
-            assigned = [] if hand_to_workers else assign_waiting_jobs()
-            mine = next((a for a in assigned if a.job_id == job.pk and not a.local), None)
+            assigned = assign_waiting_jobs() if work_to_assign() else []
+            mine = None if hand_to_workers else next((a for a in assigned if a.job_id == job.pk and not a.local), None)
             if mine is not None:
                 job.agent = mine.agent
                 job.move_to(
@@ -173,11 +174,9 @@ def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> J
                 job.runs_here = True
     except IntegrityError:
         raise ref_id_in_use(spec.ref_id) from None
+    transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, job.state, created=True))
     if others := [a for a in assigned if a is not mine]:
         transaction.on_commit(lambda: hand_over(others))
-    transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, job.state, created=True))
-    if hand_to_workers:
-        transaction.on_commit(dispatch)
     return job
 
 
@@ -269,7 +268,7 @@ def change(job: Job, state: str, **fields: Any) -> None:
     moved_to = job.state
     transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, moved_to))
     if job.finished:
-        log_outcome(job)
+        transaction.on_commit(lambda: log_outcome(job))  # not while holding the write
 
 
 def log_outcome(job: Job) -> None:

@@ -6,8 +6,8 @@ there are (each still reads the rows it counts: about 0.5 s for 100,000 jobs on 
 histograms count the finished jobs still in the database, so they shrink when retention deletes
 jobs (Prometheus reads that as a counter reset).
 
-Not here: time to first token. A job stores when it started and when it ended
-(Job.started_at, Job.finished_at), not when its first text arrived.
+Time to first token is read from Job.first_token_at, which the run keeps in memory and saves
+with the outcome (no write on the streaming path).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # Seconds from a job's start to its end on the backend: a short OCR read to a long cold load.
 LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250)
+# Seconds from a job's start to its first text: a warm model's first token to a cold load.
+FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
 
 class Seconds(Func):
@@ -115,35 +117,40 @@ def queue_figures() -> Queue:
 # and PostgreSQL 12 on): inlined, SQLite parsed both dates again in every bucket's CASE, and a
 # scrape of 100,000 jobs took four seconds instead of 0.4.
 HISTOGRAMS_SQL = """
-WITH runs (agent, model, tokens, seconds) AS MATERIALIZED ({runs})
+WITH runs (agent, model, tokens, seconds, first) AS MATERIALIZED ({runs})
 SELECT agent, model, COUNT(*), COALESCE(SUM(seconds), 0), {latency_buckets},
     SUM(CASE WHEN {timed} THEN 1 ELSE 0 END), COALESCE(SUM(CASE WHEN {timed} THEN tokens / seconds END), 0),
-    {speed_buckets}
+    {speed_buckets},
+    SUM(CASE WHEN first IS NOT NULL THEN 1 ELSE 0 END), COALESCE(SUM(first), 0), {first_buckets}
 FROM runs GROUP BY agent, model ORDER BY agent, model
 """
 TIMED = "tokens > 0 AND seconds > 0"  # a run whose tokens per second can be told
 
 
 def completed_runs() -> QuerySet[Job, dict[str, Any]]:
-    """One row per completed job: its agent's name, its model, completion tokens and the run's seconds."""
+    """One row per completed job: its agent's name, its model, completion tokens, the run's seconds
+    and the seconds to its first text (NULL for a job that ran before they were kept)."""
     done = Job.objects.filter(state=State.COMPLETED, started_at__isnull=False, finished_at__isnull=False)
-    timed = done.annotate(seconds=Seconds("started_at", "finished_at"))
-    return timed.values("agent__name", "model", "completion_tokens", "seconds").order_by()
+    timed = done.annotate(seconds=Seconds("started_at", "finished_at"), first=Seconds("started_at", "first_token_at"))
+    return timed.values("agent__name", "model", "completion_tokens", "seconds", "first").order_by()
 
 
 def histogram_rows() -> list[tuple[Any, ...]]:
-    """Per agent and model: runs, their seconds, the latency buckets; timed runs, their tokens/s, its buckets."""
+    """Per agent and model: runs, their seconds, the latency buckets; timed runs, their tokens/s, its
+    buckets; runs whose first text was timed, those seconds, their buckets."""
     runs, params = completed_runs().query.sql_with_params()
     at_most = "SUM(CASE WHEN seconds <= %s THEN 1 ELSE 0 END)"
     speed_at_most = f"SUM(CASE WHEN {TIMED} AND tokens <= seconds * %s THEN 1 ELSE 0 END)"  # no division
+    first_at_most = "SUM(CASE WHEN first <= %s THEN 1 ELSE 0 END)"
     sql = HISTOGRAMS_SQL.format(
         runs=runs,
         timed=TIMED,
         latency_buckets=", ".join([at_most] * len(LATENCY_BUCKETS)),
         speed_buckets=", ".join([speed_at_most] * len(TOKENS_PER_SECOND_BUCKETS)),
+        first_buckets=", ".join([first_at_most] * len(FIRST_TOKEN_BUCKETS)),
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *LATENCY_BUCKETS, *TOKENS_PER_SECOND_BUCKETS])
+        cursor.execute(sql, [*params, *LATENCY_BUCKETS, *TOKENS_PER_SECOND_BUCKETS, *FIRST_TOKEN_BUCKETS])
         return cursor.fetchall()
 
 
@@ -200,14 +207,28 @@ class DatabaseCollector(Collector):
             "Completion tokens per second over a completed job's whole run, for jobs that report tokens.",
             labels=labels,
         )
-        n = len(LATENCY_BUCKETS)
+        first_token = HistogramMetricFamily(
+            "aiserver_job_first_token_seconds",
+            "Seconds from a completed job's start to the first text its backend sent.",
+            labels=labels,
+        )
+        n, m = len(LATENCY_BUCKETS), len(TOKENS_PER_SECOND_BUCKETS)
         for agent, model, runs, seconds, *figures in histogram_rows():
-            latency.add_metric([agent or "", model], buckets(LATENCY_BUCKETS, figures[:n], runs), float(seconds))
+            label = [agent or "", model]
+            latency.add_metric(label, buckets(LATENCY_BUCKETS, figures[:n], runs), float(seconds))
             timed, tokens_per_second = figures[n], figures[n + 1]
             if timed:
-                counts = buckets(TOKENS_PER_SECOND_BUCKETS, figures[n + 2 :], timed)
-                speed.add_metric([agent or "", model], counts, float(tokens_per_second))
-        yield from (latency, speed)
+                speed.add_metric(
+                    label,
+                    buckets(TOKENS_PER_SECOND_BUCKETS, figures[n + 2 : n + 2 + m], timed),
+                    float(tokens_per_second),
+                )
+            first, first_seconds = figures[n + 2 + m], figures[n + 3 + m]
+            if first:
+                first_token.add_metric(
+                    label, buckets(FIRST_TOKEN_BUCKETS, figures[n + 4 + m :], first), float(first_seconds)
+                )
+        yield from (latency, speed, first_token)
 
     def callbacks(self) -> Iterator[Metric]:
         deliveries = GaugeMetricFamily(

@@ -148,6 +148,8 @@ class Job(models.Model):
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When the backend's first text arrived (the run's time to first token), saved with its outcome.
+    first_token_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Set while a process holds the job's agent slot (assigned, or running on the backend),
     # renewed by that process's heartbeat; expired, the job is taken up again (imagetotext.leases).
     # A cancelled job keeps its slot until the backend request has really ended.
@@ -158,7 +160,11 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["owner", "ref_id"], name="one_ref_id_per_owner")]
-        indexes = [models.Index(fields=["state", "created_at"]), models.Index(fields=["agent", "state"])]
+        indexes = [
+            models.Index(fields=["state", "created_at"]),
+            models.Index(fields=["agent", "state"]),
+            models.Index(fields=["model", "state"]),  # is a job waiting for this model (dispatch.work_to_assign)
+        ]
 
     def __str__(self) -> str:
         return f"Job {self.pk} ({self.state})"

@@ -17,10 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
+from django.utils import timezone
 from django_q.conf import Conf as QConf
 
 from agents.clients.base import AgentCancelled, AgentError, AgentUnavailable, TextRequest, TextResult
@@ -31,7 +33,15 @@ from imagetotext import db_threads, images, leases
 from imagetotext.callbacks import send_overdue
 from imagetotext.conf import Conf
 from imagetotext.db_threads import hold_no_connection
-from imagetotext.dispatch import TakeHere, assign_waiting_jobs, candidates, dispatch, hand_over, work_to_assign
+from imagetotext.dispatch import (
+    Assignment,
+    TakeHere,
+    assign_waiting_jobs,
+    candidates,
+    dispatch,
+    hand_over,
+    work_to_assign,
+)
 from imagetotext.jobs import change, complete, expire_unservable, fail, take_up_expired
 from imagetotext.live import publish_text
 from imagetotext.models import InvalidTransition, Job, State, StoredImage
@@ -117,8 +127,13 @@ def run_assigned(job_id: int, relay: Relay | None = None, take_here: TakeHere | 
 def start(job_id: int) -> Job | None:
     """The assigned job, moved to Started; None if it is no longer ours to run."""
     job = Job.objects.select_related("agent", "image").filter(pk=job_id).first()
-    if job is None or job.state != State.QUEUED or job.agent is None:
-        return None
+    return job if job is not None and started(job) else None
+
+
+def started(job: Job) -> bool:
+    """Move an assigned job to Started on its agent; False if it is no longer ours to run."""
+    if job.state != State.QUEUED or job.agent is None:
+        return False
     try:
         change(
             job,
@@ -129,8 +144,8 @@ def start(job_id: int) -> Job | None:
             expect=Q(agent=job.agent),  # not assigned afresh meanwhile (its assignment ran out)
         )
     except InvalidTransition:
-        return None
-    return job
+        return False
+    return True
 
 
 def run_started(job: Job, relay: Relay | None = None, take_here: TakeHere | None = None) -> Job:
@@ -162,18 +177,41 @@ def nothing_to_save() -> None:
 
 
 def end_run(job: Job, attempt: int, settle: Settle, take_here: TakeHere | None) -> None:
-    """Save how the run ended, let go of its lease, and give the freed slot to the oldest waiting
-    job, in one transaction.
+    """Save how the run ended, let go of its lease, give the freed slot to the oldest waiting job
+    and start that job, in one transaction.
 
     Between the two, no other dispatcher (a request, another worker) can see the slot free and
-    send a job to it the slow way, through the broker; the job taken here starts at once.
+    send a job to it the slow way, through the broker; the job taken here is started in the same
+    write and its backend request is sent as soon as this commits, with no second transaction
+    (on SQLite, a second wait for the write lock) in between.
     """
     with transaction.atomic():
         settle()
         if not (job.attempts == attempt and job.lease_until is None):  # the outcome's save let go already
             leases.let_go(job.pk, attempt)
         assigned = assign_waiting_jobs() if work_to_assign() else []
-    hand_over(assigned, take_here)
+        here = start_here(assigned) if take_here is not None else []
+    hand_over([a for a in assigned if a.job_id not in {j.pk for j in here}], take_here)
+    for next_job in here:
+        in_flight().submit(run_started_in_thread, next_job)
+
+
+def start_here(assigned: list[Assignment]) -> list[Job]:
+    """Start the newly assigned remote jobs in the transaction that assigned them; the ones started."""
+    remote = [a.job_id for a in assigned if not a.local]
+    if not remote:
+        return []
+    jobs = Job.objects.select_related("agent", "image").filter(pk__in=remote).order_by("created_at", "pk")
+    return [job for job in jobs if started(job)]
+
+
+def run_started_in_thread(job: Job) -> None:
+    try:
+        run_started(job, take_here=take_here)
+    except Exception:  # noqa: BLE001 - as in run_in_thread
+        log.exception("Job %s could not be run", job.pk)
+    finally:
+        connection.close()
 
 
 def reclaim() -> None:
@@ -192,7 +230,7 @@ def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
         stream.flush()
     except AgentCancelled:
         if stream.cut:  # it stopped reading at the cap: the job has what it keeps
-            return partial(finish, job, TextResult(stream.text), cut_short=True)
+            return partial(finish, job, TextResult(stream.text), cut_short=True, first_token_at=stream.first_text_at)
         return nothing_to_save
     except AgentError as error:
         look_at_agent(agent, error)  # here, not on a database thread: it may check the agent over HTTP
@@ -200,7 +238,7 @@ def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
     except Exception as error:  # noqa: BLE001 - a bug must fail the job, not leave it running
         log.exception("Job %s crashed on %s", job.pk, agent)
         return partial(fail_quietly, job, f"Internal error: {error}", "Exception")
-    return partial(finish, job, result)
+    return partial(finish, job, result, first_token_at=stream.first_text_at)
 
 
 def text_request(job: Job, agent: Agent) -> TextRequest:
@@ -241,6 +279,7 @@ class TextStream:
         self.cut = False
         self.text, self.published = "", ""
         self.published_at = float("-inf")
+        self.first_text_at: datetime | None = None  # kept in memory, saved with the outcome
         self.checked_at = time.monotonic()
 
     def __call__(self, text: str) -> bool:
@@ -248,6 +287,8 @@ class TextStream:
         reached Conf.MAX_OUTPUT_CHARS (no point in keeping a backend busy with what is thrown away)."""
         if len(text) > Conf.MAX_OUTPUT_CHARS:
             text, self.cut = text[: Conf.MAX_OUTPUT_CHARS], True
+        if text and self.first_text_at is None:
+            self.first_text_at = timezone.now()
         if self.relay is not None and len(text) > len(self.text):
             self.relay(text[len(self.text) :])
         self.text = text
@@ -276,7 +317,7 @@ class TextStream:
             self.publish()
 
 
-def finish(job: Job, result: TextResult, cut_short: bool = False) -> None:
+def finish(job: Job, result: TextResult, cut_short: bool = False, first_token_at: datetime | None = None) -> None:
     text, status = result.text, str(State.COMPLETED)
     if cut_short or len(text) > Conf.MAX_OUTPUT_CHARS:
         text, status = cut(text), f"Completed; the answer was cut at {Conf.MAX_OUTPUT_CHARS:,} characters"
@@ -289,6 +330,8 @@ def finish(job: Job, result: TextResult, cut_short: bool = False) -> None:
             completion_tokens=result.completion_tokens,
             status=status,
             lease_until=None,
+            # A backend that answers all at once (or with nothing) sent its first text as it ended.
+            first_token_at=first_token_at or timezone.now(),
         )
     except InvalidTransition:
         pass  # cancelled while the last words arrived: the cancellation stands

@@ -1,26 +1,39 @@
-"""Django's SQLite backend, with writers queueing on a file lock instead of SQLite's busy sleeps.
+"""Django's SQLite backend, with every writer queueing on a file lock instead of SQLite's busy sleeps.
 
-SQLite allows one writer at a time. A transaction that finds the database locked waits in
-SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25... ms between tries: under the
-web and worker processes' steady stream of short write transactions those sleeps, not the
-writes, set the pace. Here every write transaction (IMMEDIATE, as configured) first takes an
-exclusive flock on a file next to the database: waiting writers of every process queue in the
-kernel and the next one starts the moment the last one commits. The lock is released on
-commit, rollback or close, and by the kernel if the process dies.
+Write transactions (IMMEDIATE, as configured) take the lock as they begin and let it go on
+commit, rollback or close. A write statement outside a transaction (Django's autocommit: an
+update() or save() not in atomic()) takes it for that statement alone: left to SQLite's busy
+handler it waited out sleeps of up to 25 ms behind the other processes' transactions, and was
+most of the time a queued job took to start (aiserver.sqlite.writelock).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import re
 from typing import Any
 
 from django.db.backends.sqlite3 import base
 
+from aiserver.sqlite.writelock import WriteLock
+
+# A statement that writes (Django's ORM and migrations); reads never wait in WAL mode.
+WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    _lock_fd: int | None = None
-    _locked = False
+    _write_lock: WriteLock | None = None
+
+    @property
+    def write_lock(self) -> WriteLock | None:
+        """None for an in-memory database (nobody else writes to it)."""
+        if self._write_lock is None and not self.is_in_memory_db():
+            self._write_lock = WriteLock(self.settings_dict["NAME"])
+        return self._write_lock
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        cursor = self.connection.cursor(factory=LockingCursorWrapper)
+        cursor.wrapper = self
+        return cursor
 
     def _start_transaction_under_autocommit(self) -> None:
         self._take_write_lock()
@@ -46,21 +59,40 @@ class DatabaseWrapper(base.DatabaseWrapper):
         try:
             return super()._close()  # type: ignore[misc]
         finally:
-            self._release_write_lock()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            if self._write_lock is not None:
+                self._write_lock.close()
 
     def _take_write_lock(self) -> None:
-        if self.is_in_memory_db() or self._locked:
-            return
-        if self._lock_fd is None:
-            path = f"{self.settings_dict['NAME']}.write-lock"
-            self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        self._locked = True
+        if (lock := self.write_lock) is not None and not lock.held:
+            lock.acquire()
 
     def _release_write_lock(self) -> None:
-        if self._locked and self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        self._locked = False
+        if self._write_lock is not None:
+            self._write_lock.release()
+
+    def writes_alone(self, query: str) -> bool:
+        """A write statement outside a transaction of ours: it takes the lock for itself."""
+        lock = self.write_lock
+        return lock is not None and not lock.held and self.get_autocommit() and bool(WRITES.match(query))
+
+
+class LockingCursorWrapper(base.SQLiteCursorWrapper):
+    wrapper: DatabaseWrapper
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        if not self.wrapper.writes_alone(query):
+            return super().execute(query, params)
+        self.wrapper._take_write_lock()
+        try:
+            return super().execute(query, params)
+        finally:
+            self.wrapper._release_write_lock()
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        if not self.wrapper.writes_alone(query):
+            return super().executemany(query, param_list)
+        self.wrapper._take_write_lock()
+        try:
+            return super().executemany(query, param_list)
+        finally:
+            self.wrapper._release_write_lock()

@@ -46,3 +46,26 @@ def test_a_bell_whose_process_is_gone_is_taken_down() -> None:
     stale.write_bytes(b"")  # a file where no socket listens
     DoorbellORM(list_key="test-doorbell").enqueue(SignedPackage.dumps({"id": "t2"}))
     assert not stale.exists()
+
+
+def test_a_burst_of_tasks_is_claimed_together_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django_q.models import OrmQ
+
+    monkeypatch.setattr(Conf, "BULK", 4)
+    sender = DoorbellORM(list_key="test-burst")
+    sent = [sender.enqueue(SignedPackage.dumps({"id": f"b{n}"})) for n in range(6)]
+    pusher = DoorbellORM(list_key="test-burst")
+
+    with CaptureQueriesContext(connection) as queries:
+        first = pusher.dequeue()
+    second, third = pusher.dequeue(), DoorbellORM(list_key="test-burst").claim()
+
+    assert [pk for pk, _ in first] == sent[:4]  # oldest first, up to the bulk
+    assert [pk for pk, _ in second] == sent[4:]
+    assert third == []  # claimed ones are locked for everyone else
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(writes) == 1  # one statement for the four, in one transaction
+    assert OrmQ.objects.filter(key="test-burst").count() == 6  # kept until acknowledged
+    assert SignedPackage.loads(first[0][1])["id"] == "b0"

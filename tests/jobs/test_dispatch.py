@@ -144,6 +144,48 @@ def test_work_to_assign_needs_a_waiting_job_and_a_free_usable_slot(api_user) -> 
     assert not work_to_assign()  # the only waiting job went away
 
 
+def test_work_to_assign_looks_only_at_agents_that_offer_a_waiting_model(api_user) -> None:
+    busy = agent("busy", concurrency=1, model="llava:7b")
+    agent("idle", concurrency=4, model="gemma3:4b")
+    running, waiting = jobs(api_user, 2)
+    Job.objects.filter(pk=running.pk).update(agent=busy, state=State.STARTED)
+    assert not work_to_assign()  # an idle agent of another model cannot take it
+    jobs(api_user, 1, model="gemma3:4b")
+    assert work_to_assign()
+
+
+def test_a_finished_job_that_was_not_let_go_still_holds_its_slot(api_user, handed_to_workers) -> None:
+    from django.utils import timezone
+
+    gpu = agent("gpu", concurrency=1)
+    done, waiting = jobs(api_user, 2)
+    Job.objects.filter(pk=done.pk).update(agent=gpu, state=State.CANCELLED, lease_until=timezone.now())
+    assert not work_to_assign() and dispatch() == []  # its backend request may still be running
+    Job.objects.filter(pk=done.pk).update(lease_until=None)
+    assert dispatch() == [waiting.pk]
+
+
+def test_a_long_queue_is_read_a_page_at_a_time(api_user, handed_to_workers) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    agent("gpu", concurrency=2)
+    queued = jobs(api_user, 60)
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatch() == [queued[0].pk, queued[1].pk]
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT") and "ORDER BY" in q["sql"]]
+    assert any(" LIMIT 8" in sql for sql in reads), reads  # not the whole queue (the first page)
+
+
+def test_jobs_passed_over_move_the_next_page_on(api_user, handed_to_workers) -> None:
+    agent("gpu", concurrency=1, model="llava:7b")
+    other = Agent.objects.create(name="other", kind=Kind.OLLAMA, base_url="http://other:1")
+    tried = jobs(api_user, 12)
+    Job.objects.filter(pk__in=[j.pk for j in tried]).update(tried_agents=[Agent.objects.get(name="gpu").pk])
+    fresh = jobs(api_user, 1)
+    assert other.pk and dispatch() == [fresh[0].pk]  # found on the second page, after 12 passed over
+
+
 def test_dispatchers_running_at_once_never_exceed_a_concurrency(api_user, handed_to_workers) -> None:
     import threading
 

@@ -101,6 +101,44 @@ def test_the_histograms_hold_the_runs_the_api_made(client: Client, api_client: C
     assert value(samples, "aiserver_job_tokens_per_second_sum", **labels) == pytest.approx(speed, rel=1e-3)
 
 
+@pytest.mark.usefixtures("jobs_run_inline")
+def test_time_to_first_token_is_kept_for_each_run_the_api_made(
+    client: Client, api_client: Client, ollama_agent, fake_ollama, png_bytes
+) -> None:
+    fake_ollama.latency, fake_ollama.chunk_delay = 0.3, 0.05  # it thinks before its first word, then streams
+    run_on_the_api(api_client, png_bytes)
+    done = Job.objects.get(state=State.COMPLETED)
+    labels = {"agent": "gpu", "model": "llava:7b"}
+
+    samples = scrape(client)
+
+    first = (done.first_token_at - done.started_at).total_seconds()
+    assert 0.3 <= first < (done.finished_at - done.started_at).total_seconds()
+    assert value(samples, "aiserver_job_first_token_seconds_count", **labels) == 1
+    assert value(samples, "aiserver_job_first_token_seconds_sum", **labels) == pytest.approx(first, abs=1e-3)
+    assert value(samples, "aiserver_job_first_token_seconds_bucket", le="0.25", **labels) == 0
+    assert value(samples, "aiserver_job_first_token_seconds_bucket", le="+Inf", **labels) == 1
+
+
+def test_first_token_times_fall_into_cumulative_buckets(client: Client, api_user, ollama_agent) -> None:
+    for first in (0.07, 0.7, 7):
+        started = ran(api_user, ollama_agent, 10).started_at
+        Job.objects.filter(started_at=started).update(first_token_at=started + timedelta(seconds=first))
+    ran(api_user, ollama_agent, 3)  # from before first tokens were kept: not counted
+    labels = {"agent": "gpu", "model": "llava:7b"}
+
+    samples = scrape(client)
+
+    buckets = {
+        le: value(samples, "aiserver_job_first_token_seconds_bucket", le=le, **labels)
+        for le in ("0.05", "0.1", "0.5", "1.0", "5.0", "10.0", "+Inf")
+    }
+    assert buckets == {"0.05": 0, "0.1": 1, "0.5": 1, "1.0": 2, "5.0": 2, "10.0": 3, "+Inf": 3}
+    assert value(samples, "aiserver_job_first_token_seconds_count", **labels) == 3
+    assert value(samples, "aiserver_job_first_token_seconds_sum", **labels) == pytest.approx(7.77, abs=0.01)
+    assert value(samples, "aiserver_job_duration_seconds_count", **labels) == 4
+
+
 def test_run_times_fall_into_cumulative_buckets(client: Client, api_user, ollama_agent) -> None:
     for seconds in (0.3, 3, 45):
         ran(api_user, ollama_agent, seconds)
