@@ -377,7 +377,8 @@ def test_serve_sums_the_requests_of_its_web_processes_and_forgets_earlier_runs(t
 
 
 def test_the_grafana_dashboard_asks_only_for_figures_metrics_gives(client: Client, api_user, ollama_agent) -> None:
-    owner = ran(api_user, ollama_agent, 2, tokens=40, reply_to="https://example.com/hook")
+    first = timezone.now() - timedelta(seconds=1)
+    owner = ran(api_user, ollama_agent, 2, tokens=40, reply_to="https://example.com/hook", first_token_at=first)
     CallbackDelivery.objects.create(job=owner, key="k", state="Pending")
     CallbackAttempt.objects.create(job=owner, number=1, outcome=Outcome.FAILED)
     client.get("/healthz")
