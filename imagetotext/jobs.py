@@ -196,9 +196,12 @@ def create_with_upload(
 
     try:
         with transaction.atomic():
-            job = create(spec, stored(upload), hand_to_workers)
-            for position, image in enumerate(more, 1):
-                JobImage.objects.create(job=job, image=stored(image), position=position)
+            # Every image row first: create() then takes the dispatch lock, and a transaction holding
+            # it must not wait on another's uncommitted image row (the same picture sent at once).
+            first, later = stored(upload), [stored(image) for image in more]
+            job = create(spec, first, hand_to_workers)
+            for position, row in enumerate(later, 1):
+                JobImage.objects.create(job=job, image=row, position=position)
         job.prepared = upload.prepared
         return job
     except Exception:
