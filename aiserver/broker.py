@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
@@ -43,7 +43,7 @@ class DoorbellORM(ORM):
     def get_connection(list_key: str | None = None) -> Any:
         """The task table, on a connection kept open: django-q2's closes and reopens it at every
         call (CONN_MAX_AGE is 0), three times per task. Only a broken connection is closed."""
-        connection = connections[Conf.ORM]
+        connection = connections[Conf.ORM or DEFAULT_DB_ALIAS]
         if connection.in_atomic_block:
             return OrmQ.objects.using(Conf.ORM)
         if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
