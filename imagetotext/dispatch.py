@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, QuerySet, prefetch_related_objects
+from django.db.models import Count, QuerySet, prefetch_related_objects
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -65,14 +65,24 @@ def hand_over(assigned: list[Assignment], take_here: TakeHere | None = None) -> 
 # A job holds its agent's slot from its assignment until it ended and the process running it let
 # go (a cancelled job's backend request may still be running; see imagetotext.leases).
 UNFINISHED = sorted(set(State) - FINISHED)
-HOLDS_SLOT = Q(state__in=UNFINISHED) | Q(lease_until__isnull=False)
 
 
 def slots_held() -> Counter[int]:
-    """Jobs holding a slot, per agent id. Counted from the jobs' side, where the indexes on state and
-    lease_until find them: a count joined from the agents read every job each agent ever ran."""
-    holding = Job.objects.filter(HOLDS_SLOT, agent__isnull=False).values_list("agent").annotate(Count("pk"))
-    return Counter(dict(holding.order_by()))
+    """Jobs holding a slot, per agent id, in two reads that each stay on an index, whatever the
+    number of jobs ever run: the unfinished ones (by state), and the ended ones whose run has not
+    let go yet (by lease). One condition with OR, or a count joined from the agents, read every job
+    each agent ever ran, at every dispatch."""
+    unfinished = Job.objects.filter(state__in=UNFINISHED, agent__isnull=False)
+    held = Counter(dict(unfinished.values_list("agent").annotate(Count("pk")).order_by()))
+    leased = Job.objects.filter(lease_until__gt=LEASES_BEGIN).values_list("agent", "state").order_by()
+    for agent_id, state in leased:  # every leased job: few, one per slot at most
+        if agent_id is not None and state in FINISHED:
+            held[agent_id] += 1
+    return held
+
+
+# Earlier than any lease: "lease_until > this" is a range on its index (IS NOT NULL is not, on SQLite).
+LEASES_BEGIN = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def assign_waiting_jobs() -> list[Assignment]:
@@ -149,21 +159,34 @@ def work_to_assign() -> bool:
     transaction because some other agent sits idle.
     """
     with connection.cursor() as cursor:
-        cursor.execute(WORK_TO_ASSIGN_SQL, [Capability.TEXT, State.QUEUED, *UNFINISHED])
+        cursor.execute(
+            WORK_TO_ASSIGN_SQL,
+            [
+                Capability.TEXT,
+                State.QUEUED,
+                *UNFINISHED,
+                connection.ops.adapt_datetimefield_value(LEASES_BEGIN),
+                *sorted(FINISHED),
+            ],
+        )
         row = cursor.fetchone()
     return bool(row and row[0])
 
 
 def _work_to_assign_sql() -> str:
+    """The agent's slots held are counted in two index lookups, as in slots_held: the unary plus
+    keeps SQLite from reading the ended jobs' count through the agent's index (all its jobs)."""
     quote = connection.ops.quote_name
     job, agent, model = (quote(m._meta.db_table) for m in (Job, Agent, AgentModel))
     unfinished = ", ".join(["%s"] * len(UNFINISHED))
+    finished = ", ".join(["%s"] * len(FINISHED))
     return (
         f"SELECT EXISTS (SELECT 1 FROM {agent} a JOIN {model} m ON m.agent_id = a.id"
         f" WHERE a.enabled AND a.online AND m.capability <> %s"
         f" AND EXISTS (SELECT 1 FROM {job} w WHERE w.model = m.name AND w.state = %s AND w.agent_id IS NULL)"
-        f" AND a.concurrency > (SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id"
-        f" AND (j.state IN ({unfinished}) OR j.lease_until IS NOT NULL)))"
+        f" AND a.concurrency > (SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state IN ({unfinished}))"
+        f" + (SELECT COUNT(*) FROM {job} e WHERE e.lease_until > %s AND +e.agent_id = a.id"
+        f" AND +e.state IN ({finished})))"
     )
 
 

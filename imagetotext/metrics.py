@@ -96,7 +96,7 @@ class Queue:
 
 
 def agent_loads() -> list[AgentLoad]:
-    """Every agent with the jobs holding its slots now: unfinished, or not let go (dispatch.HOLDS_SLOT).
+    """Every agent with the jobs holding its slots now: unfinished, or not let go (as dispatch.slots_held counts them).
 
     Counted from the jobs' side, where the indexes on state and lease_until find them; a join
     from the agents read every job."""
