@@ -177,6 +177,7 @@ def _work_to_assign_sql() -> str:
     """The agent's slots held are counted in two index lookups, as in slots_held: the unary plus
     keeps SQLite from reading the ended jobs' count through the agent's index (all its jobs)."""
     quote = connection.ops.quote_name
+    plus = "+" if connection.vendor == "sqlite" else ""  # PostgreSQL has no unary + on text, nor needs it
     job, agent, model = (quote(m._meta.db_table) for m in (Job, Agent, AgentModel))
     unfinished = ", ".join(["%s"] * len(UNFINISHED))
     finished = ", ".join(["%s"] * len(FINISHED))
@@ -185,8 +186,8 @@ def _work_to_assign_sql() -> str:
         f" WHERE a.enabled AND a.online AND m.capability <> %s"
         f" AND EXISTS (SELECT 1 FROM {job} w WHERE w.model = m.name AND w.state = %s AND w.agent_id IS NULL)"
         f" AND a.concurrency > (SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state IN ({unfinished}))"
-        f" + (SELECT COUNT(*) FROM {job} e WHERE e.lease_until > %s AND +e.agent_id = a.id"
-        f" AND +e.state IN ({finished})))"
+        f" + (SELECT COUNT(*) FROM {job} e WHERE e.lease_until > %s AND {plus}e.agent_id = a.id"
+        f" AND {plus}e.state IN ({finished})))"
     )
 
 
