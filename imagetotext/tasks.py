@@ -193,6 +193,7 @@ def end_run(job: Job, attempt: int, settle: Settle, take_here: TakeHere | None) 
         here = start_here(assigned) if take_here is not None else []
     hand_over([a for a in assigned if a.job_id not in {j.pk for j in here}], take_here)
     for next_job in here:
+        leases.holder.hold(next_job, reclaim=reclaim)  # renewed from now, even while it waits for a thread
         in_flight().submit(run_started_in_thread, next_job)
 
 
