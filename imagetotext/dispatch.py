@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Count, QuerySet, prefetch_related_objects
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -68,16 +67,18 @@ UNFINISHED = sorted(set(State) - FINISHED)
 
 
 def slots_held() -> Counter[int]:
-    """Jobs holding a slot, per agent id, in two reads that each stay on an index, whatever the
-    number of jobs ever run: the unfinished ones (by state), and the ended ones whose run has not
-    let go yet (by lease). One condition with OR, or a count joined from the agents, read every job
-    each agent ever ran, at every dispatch."""
-    unfinished = Job.objects.filter(state__in=UNFINISHED, agent__isnull=False)
-    held = Counter(dict(unfinished.values_list("agent").annotate(Count("pk")).order_by()))
-    leased = Job.objects.filter(lease_until__gt=LEASES_BEGIN).values_list("agent", "state").order_by()
-    for agent_id, state in leased:  # every leased job: few, one per slot at most
-        if agent_id is not None and state in FINISHED:
-            held[agent_id] += 1
+    """Jobs holding a slot, per agent id, read in two parts that each stay on an index, whatever
+    the number of jobs ever run: the unfinished ones (by state), and the ended ones whose run has
+    not let go yet (by lease). One condition with OR, or a count joined from the agents, read every
+    job each agent ever ran, at every dispatch."""
+    held: Counter[int] = Counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            SLOTS_HELD_SQL,
+            [*UNFINISHED, connection.ops.adapt_datetimefield_value(LEASES_BEGIN), *sorted(FINISHED)],
+        )
+        for agent_id, count in cursor.fetchall():
+            held[agent_id] += count
     return held
 
 
@@ -86,28 +87,29 @@ LEASES_BEGIN = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def assign_waiting_jobs() -> list[Assignment]:
-    """Give waiting jobs, oldest first, to free agents; returns which job went to which agent."""
+    """Give waiting jobs, oldest first, to free agents; returns which job went to which agent.
+
+    It runs on every submission and every finished job, so its statements are written once
+    (below), not ORM queries compiled each time: those were most of a short request's time.
+    """
     take_turns()
     # Only the agents with a free slot, and only their models: with many agents, most are busy.
     load = slots_held()
-    free = [agent for agent in Agent.objects.usable().order_by("pk") if load[agent.pk] < agent.concurrency]
+    free = [agent for agent in usable_agents() if load[agent.pk] < agent.concurrency]
     if not free:
         return []  # every slot is busy: the usual case under load, so read no jobs
-    prefetch_related_objects(free, "models")
-    offered = {agent.pk: {m.name for m in agent.models.all() if m.accepts_images} for agent in free}
-    wanted = set().union(*offered.values())
-    waiting = Job.objects.filter(state=State.QUEUED, agent__isnull=True, model__in=wanted)
+    offered = models_for_images(free)
+    free = [agent for agent in free if offered[agent.pk]]
     # A worker that never starts its job (it died) lets another take it when this runs out.
     lease_end = timezone.now() + timedelta(seconds=Conf.ASSIGNED_LEASE_SECONDS)
     assigned: list[Assignment] = []
-    for job in oldest_waiting(waiting, sum(agent.concurrency - load[agent.pk] for agent in free)):
+    taken: set[int] = set()
+    slots = sum(agent.concurrency - load[agent.pk] for agent in free)
+    for job in oldest_waiting(set().union(*offered.values()), slots, taken):
         if not (agent := pick(job, free, offered, load)):
             continue
-        claimed = Job.objects.filter(pk=job.pk, state=State.QUEUED, agent__isnull=True).update(
-            agent=agent, status=f"Waiting for a worker on {agent.name}", lease_until=lease_end
-        )
-        if claimed:
-            job.agent_id = agent.pk  # it left the queue (oldest_waiting counts on it)
+        if claim(job.pk, agent, lease_end):
+            taken.add(job.pk)
             load[agent.pk] += 1
             assigned.append(Assignment(job.pk, agent))
             free = [a for a in free if load[a.pk] < a.concurrency]
@@ -116,23 +118,50 @@ def assign_waiting_jobs() -> list[Assignment]:
     return assigned
 
 
-def oldest_waiting(waiting: QuerySet[Job], slots: int) -> Iterator[Job]:
-    """Up to BATCH waiting jobs, oldest first, read a page of about the free slots at a time: most
-    often the first page fills them, however long the queue (a batch of thousands).
+def usable_agents() -> list[Agent]:
+    """The enabled agents that answered their last check, by id."""
+    return list(Agent.objects.raw(USABLE_AGENTS_SQL))
 
-    The caller sets agent_id on each job it takes: those leave the queue, so the next page starts
-    after the jobs passed over only.
+
+def models_for_images(agents: list[Agent]) -> dict[int, set[str]]:
+    """The names of the models each agent offers for images."""
+    offered: dict[int, set[str]] = {agent.pk: set() for agent in agents}
+    with connection.cursor() as cursor:
+        cursor.execute(MODELS_SQL.format(ids=", ".join(["%s"] * len(agents))), [Capability.TEXT, *offered])
+        for agent_id, name in cursor.fetchall():
+            offered[agent_id].add(name)
+    return offered
+
+
+def oldest_waiting(models: set[str], slots: int, taken: set[int]) -> Iterator[Job]:
+    """Up to BATCH jobs waiting for one of the models, oldest first, read a page of about the free
+    slots at a time: most often the first page fills them, however long the queue (a batch of
+    thousands).
+
+    taken: the ids of the jobs yielded that the caller claimed since. Those left the queue, so
+    the next page starts after the jobs passed over only.
     """
-    page, passed, read = min(max(2 * slots, 8), BATCH), 0, 0
-    oldest_first = waiting.order_by("created_at", "pk").only("pk", "model", "tried_agents")
+    if not models:
+        return
+    page, read = min(max(2 * slots, 8), BATCH), 0
+    sql = WAITING_SQL.format(models=", ".join(["%s"] * len(models)))
     while read < BATCH:
-        jobs = list(oldest_first[passed : passed + page])
-        for job in jobs:
-            yield job
-            passed += job.agent_id is None
+        passed = read - len(taken)
+        jobs = list(Job.objects.raw(sql, [State.QUEUED, *sorted(models), page, passed]))
+        yield from jobs
         read += len(jobs)
         if len(jobs) < page:
             return
+
+
+def claim(job_id: int, agent: Agent, lease_end: datetime) -> bool:
+    """Give a waiting job to the agent; False if it left the queue meanwhile."""
+    status = f"Waiting for a worker on {agent.name}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            CLAIM_SQL, [agent.pk, status, connection.ops.adapt_datetimefield_value(lease_end), job_id, State.QUEUED]
+        )
+        return cursor.rowcount == 1
 
 
 def take_turns() -> None:
@@ -192,6 +221,37 @@ def _work_to_assign_sql() -> str:
 
 
 WORK_TO_ASSIGN_SQL = _work_to_assign_sql()
+
+
+def _statements() -> dict[str, str]:
+    """The dispatcher's other statements, written once. On SQLite the unary plus keeps the
+    planner off an index that reads more rows than the one it should use (see _work_to_assign_sql)."""
+    quote = connection.ops.quote_name
+    plus = "+" if connection.vendor == "sqlite" else ""
+    job, agent, model = (quote(m._meta.db_table) for m in (Job, Agent, AgentModel))
+    unfinished = ", ".join(["%s"] * len(UNFINISHED))
+    finished = ", ".join(["%s"] * len(FINISHED))
+    return {
+        "slots": (
+            f"SELECT agent_id, COUNT(*) FROM {job} WHERE state IN ({unfinished}) AND agent_id IS NOT NULL"
+            f" GROUP BY agent_id UNION ALL SELECT agent_id, COUNT(*) FROM {job}"
+            f" WHERE lease_until > %s AND agent_id IS NOT NULL AND {plus}state IN ({finished}) GROUP BY agent_id"
+        ),
+        "agents": f"SELECT * FROM {agent} WHERE enabled AND online ORDER BY id",
+        # {ids} and {models}: as many placeholders as there are values, filled in when used.
+        "models": f"SELECT agent_id, name FROM {model} WHERE capability <> %s AND agent_id IN ({{ids}})",
+        "waiting": (
+            f"SELECT id, model, tried_agents FROM {job} WHERE state = %s AND agent_id IS NULL"
+            f" AND model IN ({{models}}) ORDER BY created_at, id LIMIT %s OFFSET %s"
+        ),
+        "claim": f"UPDATE {job} SET agent_id = %s, status = %s, lease_until = %s WHERE id = %s AND state = %s"
+        " AND agent_id IS NULL",
+    }
+
+
+_SQL = _statements()
+SLOTS_HELD_SQL, USABLE_AGENTS_SQL, MODELS_SQL = _SQL["slots"], _SQL["agents"], _SQL["models"]
+WAITING_SQL, CLAIM_SQL = _SQL["waiting"], _SQL["claim"]
 
 
 def pick(job: Job, free: list[Agent], offered: dict[int, set[str]], load: Counter[int]) -> Agent | None:

@@ -19,13 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, connection
-from django.db.models import Count, FloatField, Func, Min, Q, QuerySet
+from django.db.models import Count, FloatField, Func, Min, QuerySet
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from agents.models import Agent
+from imagetotext.dispatch import slots_held
 from imagetotext.leases import alive_workers
 from imagetotext.models import CallbackAttempt, CallbackDelivery, Job, State
 
@@ -96,14 +97,10 @@ class Queue:
 
 
 def agent_loads() -> list[AgentLoad]:
-    """Every agent with the jobs holding its slots now: unfinished, or not let go (as dispatch.slots_held counts them).
-
-    Counted from the jobs' side, where the indexes on state and lease_until find them; a join
-    from the agents read every job."""
-    holding = Job.objects.filter(Q(state__in=[State.QUEUED, State.STARTED]) | Q(lease_until__isnull=False))
-    in_flight = dict(holding.filter(agent__isnull=False).values_list("agent").annotate(Count("pk")).order_by())
+    """Every agent with the jobs holding its slots now, counted as the dispatcher counts them."""
+    in_flight = slots_held()
     return [
-        AgentLoad(a.pk, a.name, a.kind, a.enabled and a.online, a.enabled, in_flight.get(a.pk, 0), a.concurrency)
+        AgentLoad(a.pk, a.name, a.kind, a.enabled and a.online, a.enabled, in_flight[a.pk], a.concurrency)
         for a in Agent.objects.only("name", "kind", "enabled", "online", "concurrency").order_by("name")
     ]
 
