@@ -7,8 +7,11 @@ them, otherwise a cleaned, downscaled copy; the page gets a small WebP.
 from __future__ import annotations
 
 import io
+import os
 import struct
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -85,6 +88,17 @@ class UploadedImage:
     width: int
     height: int
     prepared: Prepared | None = None
+    # A synchronous request's image sent as it is: its decode check, still running (see check).
+    checking: Future[None] | None = None
+
+    def check(self) -> None:
+        """Wait for the decode check still running, if any; ImageRejected if the image is broken.
+
+        jobs.create_with_upload calls it before its transaction commits, so a broken upload
+        leaves nothing behind and never reaches a backend.
+        """
+        if self.checking is not None:
+            self.checking.result()
 
     @property
     def data(self) -> bytes:
@@ -100,19 +114,21 @@ def read_upload(data: bytes, prepare_for: int | None = None) -> UploadedImage:
 
     prepare_for: also prepare it for a backend of that longest side (a synchronous request,
     about to send it). An image that needs decoding is then decoded once, for the check and
-    for the backend together, instead of once for each.
+    for the backend together, instead of once for each. One sent as it is is still decoded to
+    check it, on another thread while the request stores its job (the decoder lets go of the
+    GIL): its result is not needed until the job is committed (UploadedImage.check).
     """
     _check_size(len(data))
     with _open(data) as im:
         content_type, width, height = _described(im)
-        prepared = None
-        if prepare_for is not None and (kept := _as_sent(im, data, prepare_for)) is None:
-            prepared = Prepared(prepare_for, *_converted(im, prepare_for))  # decodes it: the check
-        else:
+        if prepare_for is None:
             _prove_it_decodes(im)
-            if prepare_for is not None and kept is not None:
-                prepared = Prepared(prepare_for, kept, content_type)
-    return UploadedImage(data, content_type, width, height, prepared)
+            return UploadedImage(data, content_type, width, height)
+        if (kept := _as_sent(im, data, prepare_for)) is None:
+            prepared = Prepared(prepare_for, *_converted(im, prepare_for))  # decodes it: the check
+            return UploadedImage(data, content_type, width, height, prepared)
+    checking = _checkers().submit(_decodes, data)
+    return UploadedImage(data, content_type, width, height, Prepared(prepare_for, kept, content_type), checking)
 
 
 def read_uploaded_file(upload: UploadedFile, prepare_for: int | None = None) -> UploadedImage:
@@ -187,6 +203,24 @@ def _open(source: bytes | IO[bytes]) -> Image.Image:
         im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=list(CONTENT_TYPES))
         _check_pixels(*im.size)
     return im
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _checkers() -> ThreadPoolExecutor:
+    """This process's threads for decode checks, made on first use (and anew in a forked child)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="decode-check"))
+        return _pool[1]
+
+
+def _decodes(data: bytes) -> None:
+    with _open(data) as im:
+        _prove_it_decodes(im)
 
 
 def _prove_it_decodes(im: Image.Image) -> None:

@@ -202,6 +202,9 @@ def create_with_upload(
             job = create(spec, first, hand_to_workers)
             for position, row in enumerate(later, 1):
                 JobImage.objects.create(job=job, image=row, position=position)
+            # Decode checks still running beside this transaction: a broken image rolls it all back.
+            for image in (upload, *more):
+                image.check()
         job.prepared = upload.prepared
         return job
     except Exception:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from PIL import Image
 
 from imagetotext.models import Job, State, StoredImage
 
@@ -123,6 +125,25 @@ def test_a_file_that_is_not_an_image_is_a_400(api_client: Client, ollama_agent) 
 
     assert response.status_code == 400
     assert Job.objects.count() == 0
+
+
+def test_a_broken_photo_that_would_be_sent_as_it_is_is_a_400_and_reaches_no_backend(
+    api_client: Client, ollama_agent, fake_ollama
+) -> None:
+    # Its segments add up and it fits the backend, so only decoding it (beside the job's
+    # transaction) finds the damage: the transaction must roll back, the backend never see it.
+    buffer = io.BytesIO()
+    Image.effect_noise((800, 600), 64).convert("RGB").save(buffer, "JPEG", quality=90)
+    whole = buffer.getvalue()
+    scan = whole.index(b"\xff\xda")
+    broken = whole[: scan + 6] + b"\x33" + whole[scan + 7 :]  # the scan names Huffman tables never defined
+
+    response = api_client.post("/api/ImageToText", {"image": upload(broken, "photo.jpg"), "Model": "llava:7b"})
+
+    assert response.status_code == 400
+    assert "truncated or corrupt" in response.json()["responseStatus"]["message"]
+    assert Job.objects.count() == 0 and StoredImage.objects.count() == 0
+    assert not [r for r in fake_ollama.requests if r.path == "/api/generate"]
 
 
 def test_an_oversized_image_is_a_413(api_client: Client, ollama_agent, png_bytes, monkeypatch) -> None:

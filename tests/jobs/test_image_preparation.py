@@ -332,9 +332,25 @@ def test_preparing_at_upload_keeps_a_fitting_photo_as_sent_and_still_checks_it(
 ) -> None:
     source = encode(marked((800, 600)), "JPEG", comment=b"SnoopPhone was here")
     upload = read_upload(source, prepare_for=1024)
+    upload.check()
     assert upload.prepared is not None
     assert upload.prepared.data == prepare(source, 1024)[0] and b"SnoopPhone" not in upload.prepared.data
     assert jpeg_decode_sizes[0] == (100, 75)  # the 1/8 check: nothing else decodes a passed-through image
+
+
+def broken_scan(source: bytes) -> bytes:
+    """The JPEG with its scan pointing at a Huffman table it never defines: every segment still
+    adds up, so only decoding finds it (a scan merely cut short decodes, grey, without error)."""
+    start = source.index(b"\xff\xda")  # SOS: marker, length, count, then (component, tables) pairs
+    return source[: start + 6] + b"\x33" + source[start + 7 :]
+
+
+def test_a_broken_photo_sent_as_it_is_fails_its_check_not_its_reading() -> None:
+    broken = broken_scan(encode(noisy((800, 600)), "JPEG"))
+    upload = read_upload(broken, prepare_for=1024)  # it fits and its segments add up: sent as it is
+    assert upload.prepared is not None and upload.prepared.data == broken
+    with pytest.raises(ImageRejected, match="truncated or corrupt"):
+        upload.check()
 
 
 def test_without_prepare_for_nothing_is_prepared() -> None:
