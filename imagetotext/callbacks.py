@@ -40,6 +40,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from aiserver.tls import client_context
 from imagetotext.conf import Conf
 from imagetotext.models import (
     FINISHED,
@@ -178,7 +179,7 @@ def public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def make_client() -> httpx.Client:
     """No proxies from the environment and no redirects: either would reach an unchecked address."""
-    return httpx.Client(timeout=Conf.CALLBACK_TIMEOUT, trust_env=False, follow_redirects=False)
+    return httpx.Client(timeout=Conf.CALLBACK_TIMEOUT, trust_env=False, follow_redirects=False, verify=client_context())
 
 
 def post(

@@ -16,6 +16,7 @@ import httpx
 from django.conf import settings
 
 from agents.models import Agent, Discovery
+from aiserver.tls import client_context
 
 
 class AgentError(Exception):
@@ -142,7 +143,7 @@ def pooled_client(agent: Agent) -> httpx.Client:
     with _pool_lock:
         client = _pool.get(key)
         if client is None or client.is_closed:
-            client = _pool[key] = httpx.Client(headers=dict(headers), trust_env=False)
+            client = _pool[key] = httpx.Client(headers=dict(headers), trust_env=False, verify=client_context())
     return client
 
 

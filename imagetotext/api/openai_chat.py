@@ -24,6 +24,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from aiserver.tls import client_context
 from imagetotext.api.auth import ApiRequest, api_view
 from imagetotext.api.image_to_text import run_or_wait
 from imagetotext.api.openai_wire import error_body, openai_error, with_openai_errors
@@ -307,7 +308,9 @@ def fetch_image(url: str, budget: int) -> bytes:
     """GET an image as callbacks are sent: to checked public addresses only (any, with
     CALLBACK_ALLOW_PRIVATE), following a few redirects, each checked, within FETCH_SECONDS and budget."""
     deadline = time.monotonic() + FETCH_SECONDS
-    with httpx.Client(timeout=FETCH_SECONDS, trust_env=False, follow_redirects=False) as client:
+    with httpx.Client(
+        timeout=FETCH_SECONDS, trust_env=False, follow_redirects=False, verify=client_context()
+    ) as client:
         for _ in range(MAX_REDIRECTS + 1):
             fetched = fetch_once(client, url, budget, deadline)
             if isinstance(fetched, bytes):

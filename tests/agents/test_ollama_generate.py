@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from agents.clients.base import AgentCancelled, AgentError, AgentUnavailable, OnText, TextRequest, TextResult
+from agents.clients.base import (
+    AgentCancelled,
+    AgentError,
+    AgentUnavailable,
+    OnText,
+    TextRequest,
+    TextResult,
+    pooled_client,
+)
 from agents.clients.ollama import OllamaClient, Progress, read_final_chunk
 from agents.models import Agent
 from tests.fakes.base import RecordedRequest
@@ -149,6 +158,23 @@ def test_on_text_returning_true_cancels_and_closes_the_connection(agent: Agent, 
         time.sleep(0.02)
     assert open_connections(fake_ollama) == 0
     assert len(seen) == 1
+
+
+def test_clients_for_many_agents_share_one_tls_context(fake_ollama: FakeOllama, monkeypatch) -> None:
+    # Making a context reads the CA bundle (tens of ms): httpx made one per client, even for http://.
+    made: list[ssl.SSLContext] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(context: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        made.append(context)
+        real(context, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    agents = [Agent(name=f"gpu-{n}", kind="ollama", base_url=f"{fake_ollama.url}/{n}") for n in range(5)]
+    clients = {id(pooled_client(agent)) for agent in agents}
+
+    assert len(clients) == 5 and len(made) <= 1
+    assert caption(Agent(name="gpu", kind="ollama", base_url=fake_ollama.url)).text
 
 
 # --- failures ------------------------------------------------------------------------
