@@ -13,6 +13,8 @@ from functools import wraps
 from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -73,7 +75,7 @@ def authenticate(request: HttpRequest, api: str) -> HttpResponse | None:
     user = getattr(request, "user", None)
     if token is None and user is not None and user.is_authenticated:
         return accept_session(request)
-    key = ApiKey.objects.select_related("owner").filter(key_hash=ApiKey.hash(token)).first() if token else None
+    key = key_for(token) if token else None
     refusal = refuse(key, api)
     if refusal is not None:
         return refusal
@@ -81,6 +83,26 @@ def authenticate(request: HttpRequest, api: str) -> HttpResponse | None:
     note_use(key)
     request.owner, request.api_key = key.owner, key  # type: ignore[attr-defined]
     return limited(f"key:{key.pk}")
+
+
+def key_for(token: str) -> ApiKey | None:
+    """The key a token names, with its owner, or None.
+
+    Two statements written once: the select_related query it replaces was compiled anew on
+    every API call, a tenth of a small request's time in the web process.
+    """
+    key = next(iter(ApiKey.objects.raw(KEY_SQL, [ApiKey.hash(token)])), None)
+    if key is not None:
+        key.owner = next(iter(get_user_model().objects.raw(OWNER_SQL, [key.owner_id])))
+    return key
+
+
+def _select_by(model: Any, column: str) -> str:
+    return f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {column} = %s"
+
+
+KEY_SQL = _select_by(ApiKey, "key_hash")
+OWNER_SQL = _select_by(get_user_model(), "id")
 
 
 def bearer_token(request: HttpRequest) -> str | None:
