@@ -236,13 +236,13 @@ def updated_where(where: dict[str, Any], expect: Q | None, changes: dict[str, An
     """UPDATE one job's `changes` if its fields equal `where` (and `expect`); whether it did.
 
     Every state change of every job comes here, so the statement is put together directly from
-    the fields, as Django's update compiler would, without building and compiling a query (a
-    third of a finished job's database time). A condition or value it cannot write as
+    the fields, as Django's update compiler would, without building and compiling a query
+    (most of what a state change cost). A condition or value it cannot write as
     "column = value" goes through the ORM instead.
     """
     if expect is not None:
         plain = plain_conditions(expect)
-        if plain is None or plain.keys() & where.keys():
+        if plain is None or plain.keys() & where.keys() or not plain.keys() <= JOB_FIELDS.keys():
             return bool(Job.objects.filter(expect, **where).update(**changes))
         where = {**where, **plain}
     if any(hasattr(value, "resolve_expression") for value in changes.values()):
