@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from agents.models import Agent, AgentModel, Capability, Kind
+from imagetotext import rows
 from imagetotext.conf import Conf
 from imagetotext.models import FINISHED, Job, State
 
@@ -120,7 +121,7 @@ def assign_waiting_jobs() -> list[Assignment]:
 
 def usable_agents() -> list[Agent]:
     """The enabled agents that answered their last check, by id."""
-    return list(Agent.objects.raw(USABLE_AGENTS_SQL))
+    return [agent for (agent,) in rows.fetch(USABLE_AGENTS_SQL, [], Agent)]
 
 
 def models_for_images(agents: list[Agent]) -> dict[int, set[str]]:
@@ -237,7 +238,7 @@ def _statements() -> dict[str, str]:
             f" GROUP BY agent_id UNION ALL SELECT agent_id, COUNT(*) FROM {job}"
             f" WHERE lease_until > %s AND agent_id IS NOT NULL AND {plus}state IN ({finished}) GROUP BY agent_id"
         ),
-        "agents": f"SELECT * FROM {agent} WHERE enabled AND online ORDER BY id",
+        "agents": f"SELECT {rows.columns(Agent)} FROM {agent} WHERE enabled AND online ORDER BY id",
         # {ids} and {models}: as many placeholders as there are values, filled in when used.
         "models": f"SELECT agent_id, name FROM {model} WHERE capability <> %s AND agent_id IN ({{ids}})",
         "waiting": (

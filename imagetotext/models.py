@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
+from imagetotext import rows
 
 
 class State(models.TextChoices):
@@ -497,14 +498,16 @@ class CallbackDelivery(models.Model):
         return f"{self.get_state_display()} after {made}"
 
 
-STORED_IMAGE_SQL = f"SELECT * FROM {connection.ops.quote_name(StoredImage._meta.db_table)} WHERE sha256 = %s"
+STORED_IMAGE_SQL = (
+    f"SELECT {rows.columns(StoredImage)} FROM {connection.ops.quote_name(StoredImage._meta.db_table)} WHERE sha256 = %s"
+)
 
 
 def store_image(data: bytes, content_type: str, width: int, height: int) -> tuple[StoredImage, bool]:
     """Keep uploaded bytes once per content hash; True when they were new."""
     digest = hashlib.sha256(data).hexdigest()
     # A statement written once: the ORM query compiled per upload cost four times as much.
-    existing = next(iter(StoredImage.objects.raw(STORED_IMAGE_SQL, [digest])), None)
+    existing = rows.fetch_one(StoredImage, STORED_IMAGE_SQL, [digest])
     if existing:
         return existing, False
     image = StoredImage(sha256=digest, content_type=content_type, width=width, height=height, size=len(data))
