@@ -29,7 +29,7 @@ from agents.clients.base import AgentCancelled, AgentError, AgentUnavailable, Te
 from agents.clients.registry import client_for
 from agents.health import check_agent
 from agents.models import Agent, Kind
-from imagetotext import db_threads, images, leases, rows
+from imagetotext import db_threads, images, leases
 from imagetotext.callbacks import send_overdue
 from imagetotext.conf import Conf
 from imagetotext.db_threads import hold_no_connection
@@ -44,7 +44,7 @@ from imagetotext.dispatch import (
 )
 from imagetotext.jobs import change, complete, expire_unservable, fail, take_up_expired
 from imagetotext.live import publish_text
-from imagetotext.models import InvalidTransition, Job, State, StoredImage
+from imagetotext.models import InvalidTransition, Job, State, StoredImage, jobs_with_agent_and_image
 
 log = logging.getLogger(__name__)
 
@@ -126,33 +126,8 @@ def run_assigned(job_id: int, relay: Relay | None = None, take_here: TakeHere | 
 
 def start(job_id: int) -> Job | None:
     """The assigned job, moved to Started; None if it is no longer ours to run."""
-    job = next(iter(jobs_to_run([job_id])), None)
+    job = next(iter(jobs_with_agent_and_image([job_id])), None)
     return job if job is not None and started(job) else None
-
-
-def jobs_to_run(ids: list[int]) -> list[Job]:
-    """The jobs, oldest first, each with its agent and image: what running one needs, read in one
-    statement written once (this runs for every job; the ORM's select_related query was compiled
-    anew each time, most of a finished job's work in its thread)."""
-    sql = JOBS_TO_RUN_SQL.format(ids=", ".join(["%s"] * len(ids)))
-    found = []
-    for job, agent, image in rows.fetch(sql, ids, Job, Agent, StoredImage):
-        job.agent, job.image = agent, image
-        found.append(job)
-    return found
-
-
-def _jobs_to_run_sql() -> str:
-    quote = connection.ops.quote_name
-    job, agent, image = (quote(m._meta.db_table) for m in (Job, Agent, StoredImage))
-    return (
-        f"SELECT {rows.columns(Job, 'j')}, {rows.columns(Agent, 'a')}, {rows.columns(StoredImage, 'i')}"
-        f" FROM {job} j LEFT JOIN {agent} a ON a.id = j.agent_id LEFT JOIN {image} i ON i.id = j.image_id"
-        " WHERE j.id IN ({ids}) ORDER BY j.created_at, j.id"
-    )
-
-
-JOBS_TO_RUN_SQL = _jobs_to_run_sql()
 
 
 def started(job: Job) -> bool:
@@ -227,7 +202,7 @@ def start_here(assigned: list[Assignment]) -> list[Job]:
     remote = [a.job_id for a in assigned if not a.local]
     if not remote:
         return []
-    return [job for job in jobs_to_run(remote) if started(job)]
+    return [job for job in jobs_with_agent_and_image(remote) if started(job)]
 
 
 def run_started_in_thread(job: Job) -> None:

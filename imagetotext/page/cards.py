@@ -17,7 +17,7 @@ from django.utils import timezone
 from agents.clients.local import OCR_MODEL
 from agents.models import Kind
 from imagetotext.dispatch import queue_position
-from imagetotext.models import FINISHED, Job, State
+from imagetotext.models import FINISHED, Job, State, jobs_with_agent_and_image
 
 CARDS_ON_PAGE = 20
 # What a card or history row shows of a job's text; the job's own page shows all of it.
@@ -115,7 +115,8 @@ def latest_cards(user: Any) -> list[Card]:
 
 def job_for(user: Any, job_id: int) -> Job | None:
     """The user's job, or None when it is not theirs or is gone."""
-    return users_jobs(user).filter(pk=job_id).first()
+    found = jobs_with_agent_and_image([job_id], owner_id=user.pk)  # for every live update: written once
+    return found[0] if found else None
 
 
 def resync_jobs(user: Any) -> list[Job]:

@@ -12,8 +12,7 @@ from django.utils import timezone
 from agents.models import Agent
 from imagetotext import rows
 from imagetotext.api.auth import key_for
-from imagetotext.models import ApiKey, Job, State, StoredImage
-from imagetotext.tasks import jobs_to_run
+from imagetotext.models import ApiKey, Job, State, StoredImage, jobs_with_agent_and_image
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +50,7 @@ def test_every_field_reads_as_the_orm_reads_it(job: Job) -> None:
 def test_a_join_reads_each_model_and_none_where_the_outer_join_found_nothing(job: Job, api_user) -> None:
     waiting = Job.objects.create(owner=api_user, model="llava:7b")  # no image, no agent
 
-    ran, queued = jobs_to_run([waiting.pk, job.pk])
+    ran, queued = jobs_with_agent_and_image([waiting.pk, job.pk])
 
     assert (ran.pk, queued.pk) == (job.pk, waiting.pk)  # oldest first
     assert fields(ran.agent) == fields(Agent.objects.get(pk=job.agent_id))
@@ -62,7 +61,7 @@ def test_a_join_reads_each_model_and_none_where_the_outer_join_found_nothing(job
 
 def test_the_job_to_run_costs_one_statement_and_its_relations_none(job: Job, django_assert_num_queries) -> None:
     with django_assert_num_queries(1):
-        (read,) = jobs_to_run([job.pk])
+        (read,) = jobs_with_agent_and_image([job.pk])
         assert (read.agent.name, read.image.sha256) == (job.agent.name, job.image.sha256)
 
 

@@ -24,3 +24,23 @@ def test_it_keeps_web_links_but_not_images():
     html = render_markdown("[docs](https://example.com) ![pixel](https://tracker.example/p.gif)")
     assert '<a href="https://example.com" rel="nofollow noopener noreferrer">docs</a>' in html
     assert "<img" not in html and "tracker" not in html
+
+
+def test_the_kept_converter_carries_nothing_from_one_text_to_the_next(monkeypatch):
+    import markdown
+
+    from imagetotext.page import markdown as page_markdown
+
+    texts = [
+        "```\nsecret <b>\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |",
+        "plain\nlines",
+        "[x]: http://a.example\n\n[x]",
+        "[x] is only a reference in the text before",
+    ]
+    kept = [render_markdown(text) for text in [*texts, *texts]]
+
+    fresh = lambda: markdown.Markdown(extensions=page_markdown.EXTENSIONS, output_format="html")  # noqa: E731
+    monkeypatch.setattr(page_markdown, "_converter", fresh)
+    assert kept == [render_markdown(text) for text in [*texts, *texts]]
+    assert "secret" not in kept[1] and "<table>" in kept[4] and "<br" in kept[5]
+    assert "href" in kept[2] and "href" not in kept[3]
