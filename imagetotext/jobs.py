@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from agents.clients import florence
 from agents.models import Agent, AgentModel, Capability
-from imagetotext import leases
+from imagetotext import leases, rows
 from imagetotext.callbacks import owe, owing
 from imagetotext.conf import Conf
 from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over, work_to_assign
@@ -163,7 +163,8 @@ def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> J
     try:
         # No savepoint of its own: a clash of RefIds fails the caller's whole transaction anyway.
         with transaction.atomic(savepoint=False):
-            job = Job.objects.create(**spec.fields, image=image)
+            job = Job(**spec.fields, image=image)
+            rows.insert(job)  # written once: the ORM's INSERT was compiled for every job
             assigned = assign_waiting_jobs() if work_to_assign() else []
             mine = None if hand_to_workers else next((a for a in assigned if a.job_id == job.pk and not a.local), None)
             if mine is not None:

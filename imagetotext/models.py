@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, connection, models, transaction
+from django.db import connection, models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -542,14 +542,12 @@ def store_image(data: bytes, content_type: str, width: int, height: int) -> tupl
         return existing, False
     image = StoredImage(sha256=digest, content_type=content_type, width=width, height=height, size=len(data))
     image.file.save("upload", ContentFile(data), save=False)
-    try:
-        with transaction.atomic():  # a savepoint: PostgreSQL refuses every statement after a failed one
-            image.save()
-    except IntegrityError:
-        # The same bytes arrived twice at once; keep the first row, drop our copy.
-        image.file.delete(save=False)
-        return StoredImage.objects.get(sha256=digest), False
-    return image, True
+    # ON CONFLICT DO NOTHING rather than a unique violation: no savepoint around it is needed.
+    if rows.insert(image, on_conflict="sha256"):
+        return image, True
+    # The same bytes arrived twice at once; keep the first row, drop our copy.
+    image.file.delete(save=False)
+    return StoredImage.objects.get(sha256=digest), False
 
 
 class TokenBucket(models.Model):

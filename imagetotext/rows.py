@@ -86,3 +86,37 @@ def _instances(database: Any, row: tuple[Any, ...], plan: Plan) -> tuple[Any, ..
             values[position] = value
         made.append(model.from_db(database.alias, names, values[start : start + len(names)]))
     return tuple(made)
+
+
+def insert(instance: Model, on_conflict: str = "") -> bool:
+    """Insert a new instance in a statement written once per model, and set its primary key.
+
+    Values are prepared as the ORM's own INSERT prepares them (`pre_save`, so `auto_now_add`
+    fields are filled in, then `get_db_prep_save`). No `pre_save`/`post_save` signals are sent:
+    use it only for models no receiver listens to. on_conflict: a unique column; when a row
+    already holds the instance's value there, nothing is inserted (and no error breaks the
+    transaction, so no savepoint is needed) and this returns False.
+    """
+    database = connections[DEFAULT_DB_ALIAS]
+    model, meta = type(instance), instance._meta
+    fields = [field for field in meta.concrete_fields if field is not meta.auto_field]
+    key = (model, on_conflict)
+    if (sql := _inserts.get(key)) is None:
+        quote = database.ops.quote_name
+        conflict = f" ON CONFLICT ({quote(on_conflict)}) DO NOTHING" if on_conflict else ""
+        sql = _inserts[key] = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"
+            f" VALUES ({', '.join(['%s'] * len(fields))}){conflict} RETURNING {quote(meta.pk.column)}"
+        )
+    values = [field.get_db_prep_save(field.pre_save(instance, True), connection=database) for field in fields]
+    with database.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    instance.pk = row[0]
+    instance._state.adding, instance._state.db = False, database.alias
+    return True
+
+
+_inserts: dict[tuple[type[Model], str], str] = {}

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from agents.models import Agent
@@ -84,3 +84,41 @@ def test_a_plan_is_made_once_per_connection(job: Job) -> None:
     assert plans[(Job,)] is first
     user = get_user_model()
     assert rows.fetch_one(user, f"SELECT {rows.columns(user)} FROM {user._meta.db_table} WHERE id = 0", []) is None
+
+
+def test_an_inserted_job_reads_back_as_it_was_made(api_user, image, ollama_agent) -> None:
+    job = Job(
+        owner=api_user,
+        image=image,
+        model="llava:7b",
+        agent=ollama_agent,
+        prompt="Describe\nit",
+        options={"num_ctx": 4096},
+        messages=[{"role": "user", "content": "hi", "images": [0]}],
+    )
+
+    assert rows.insert(job) is True
+
+    assert job.pk is not None and not job._state.adding
+    assert fields(Job.objects.get(pk=job.pk)) == fields(job)
+    assert Job.objects.get(pk=job.pk).options == {"num_ctx": 4096}
+
+
+def test_an_auto_now_add_field_is_filled_in(png_bytes: bytes) -> None:
+    image = StoredImage(sha256="a" * 64, file="images/x.png", content_type="image/png", width=1, height=1, size=3)
+
+    assert rows.insert(image) is True
+
+    assert image.created_at is not None
+    assert StoredImage.objects.get(pk=image.pk).created_at == image.created_at
+
+
+def test_a_conflict_inserts_nothing_and_leaves_the_transaction_usable(image: StoredImage) -> None:
+    again = StoredImage(sha256=image.sha256, file="images/y.png", content_type="image/png", width=1, height=1, size=3)
+
+    with transaction.atomic():
+        assert rows.insert(again, on_conflict="sha256") is False
+        assert again.pk is None
+        assert (
+            StoredImage.objects.filter(sha256=image.sha256).count() == 1
+        )  # PostgreSQL would refuse this after an error
