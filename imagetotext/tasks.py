@@ -226,8 +226,8 @@ def run_on_agent(job: Job, agent: Agent, relay: Relay | None = None) -> Settle:
     stream = TextStream(job, relay)
     try:
         request = text_request(job, agent)
+        # No last text update: the job's end, published next, carries all of its text.
         result = client_for(agent).image_to_text(request, on_text=stream)
-        stream.flush()
     except AgentCancelled:
         if stream.cut:  # it stopped reading at the cap: the job has what it keeps
             return partial(finish, job, TextResult(stream.text), cut_short=True, first_token_at=stream.first_text_at)
@@ -271,13 +271,19 @@ def prepared_for(image: StoredImage, longest: int) -> bytes:
 
 class TextStream:
     """The on_text of a running job: relays each piece, publishes the text now and then,
-    saves it and looks for a cancellation about once a second."""
+    saves it and looks for a cancellation about once a second.
+
+    The text the throttle held back at the end is not published as text: the job's end is
+    published right after, and whoever listens reads the whole text from the ended job (the
+    page redraws its card, an API stream sends the rest with its last line). One update fewer
+    per job for every listener, and none sent while the job's end is being saved.
+    """
 
     def __init__(self, job: Job, relay: Relay | None = None) -> None:
         self.job, self.relay = job, relay
         self.attempt = job.attempts
         self.cut = False
-        self.text, self.published = "", ""
+        self.text = ""
         self.published_at = float("-inf")
         self.first_text_at: datetime | None = None  # kept in memory, saved with the outcome
         self.checked_at = time.monotonic()
@@ -295,7 +301,6 @@ class TextStream:
         if text and time.monotonic() - self.published_at >= PUBLISH_EVERY:
             self.publish()
         if self.cut:
-            self.flush()
             return True
         if time.monotonic() - self.checked_at < CHECK_EVERY:
             return False
@@ -308,13 +313,8 @@ class TextStream:
         return not (running.update(output=text) if text else running.exists())
 
     def publish(self) -> None:
-        self.published, self.published_at = self.text, time.monotonic()
+        self.published_at = time.monotonic()
         publish_text(self.job.pk, self.job.owner_id, self.text)
-
-    def flush(self) -> None:
-        """Publish the last text if the throttle held it back."""
-        if self.text != self.published:
-            self.publish()
 
 
 def finish(job: Job, result: TextResult, cut_short: bool = False, first_token_at: datetime | None = None) -> None:
