@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -70,24 +70,50 @@ class JobSpec:
     ref_id: str = ""
 
 
-def resolve_model(requested: str) -> AgentModel:
+def resolve_model(requested: str, named: list[AgentModel] | None = None) -> AgentModel:
     """The model a request names: exact, Ollama's ':latest', or a Florence short name.
 
     No model means Florence-2 on ComfyUI, as in AI Server. Models of disabled or
     offline agents are still found, so that the caller hears "no active agent" (405).
+    named: what named_models(requested) read, if the caller has it.
     """
-    known = AgentModel.objects.exclude(capability=Capability.TEXT).select_related("agent")
-    known = known.order_by("-agent__enabled", "-agent__online", "-agent__priority")
     if not requested:
-        return default_florence_model(known)
+        known = AgentModel.objects.exclude(capability=Capability.TEXT).select_related("agent")
+        return default_florence_model(known.order_by("-agent__enabled", "-agent__online", "-agent__priority"))
+    named = named_models(requested) if named is None else named
+    for_images = [model for model in named if model.capability != Capability.TEXT]
     for name in (requested, f"{requested}:latest"):
-        if match := known.filter(name=name).first():
+        if match := next((model for model in for_images if model.name == name), None):
             return match
-    if match := known.filter(name__endswith="/" + requested).first():
+    if match := next((model for model in for_images if model.name.endswith("/" + requested)), None):
         return match
-    if AgentModel.objects.filter(name=requested, capability=Capability.TEXT).exists():
+    if any(model.name == requested for model in named):  # only models that cannot read images have it
         raise Refusal(f"The model {requested} cannot read images", 400, "ArgumentException", "Model")
     raise Refusal(f"Model {requested} not found", 404, "NotFound", "Model")
+
+
+def named_models(requested: str) -> list[AgentModel]:
+    """Every agent's models a request's model name may mean (exact, ':latest', '…/name'), each
+    with its agent, best agent first: one statement written once, where resolving the name and
+    asking whether an agent is usable took up to four ORM queries on every lookup not kept."""
+    escaped = connection.ops.prep_for_like_query(requested)
+    found = rows.fetch(NAMED_MODELS_SQL, [requested, f"{requested}:latest", f"%/{escaped}"], AgentModel, Agent)
+    for model, agent in found:
+        model.agent = agent
+    return [model for model, _ in found]
+
+
+def _named_models_sql() -> str:
+    quote = connection.ops.quote_name
+    model, agent = quote(AgentModel._meta.db_table), quote(Agent._meta.db_table)
+    return (
+        f"SELECT {rows.columns(AgentModel, 'm')}, {rows.columns(Agent, 'a')} FROM {model} m"
+        f" JOIN {agent} a ON a.id = m.agent_id WHERE m.name = %s OR m.name = %s OR m.name LIKE %s ESCAPE '\\'"
+        " ORDER BY a.enabled DESC, a.online DESC, a.priority DESC, m.agent_id, m.name"
+    )
+
+
+NAMED_MODELS_SQL = _named_models_sql()
 
 
 def usable_model(requested: str) -> AgentModel:
@@ -104,8 +130,13 @@ def usable_model(requested: str) -> AgentModel:
         answer = known[1]
     else:
         try:
-            model = resolve_model(requested)
-            if not AgentModel.objects.usable().filter(name=model.name).exists():
+            named = named_models(requested) if requested else None
+            model = resolve_model(requested, named)
+            if named is not None:
+                usable = any(m.name == model.name and m.agent.enabled and m.agent.online for m in named)
+            else:
+                usable = AgentModel.objects.usable().filter(name=model.name).exists()
+            if not usable:
                 raise Refusal(f"No active agent supports the model {model.name}", 405, "NotSupportedException", "Model")
             answer = model
         except Refusal as refusal:
