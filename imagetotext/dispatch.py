@@ -119,6 +119,38 @@ def assign_waiting_jobs() -> list[Assignment]:
     return assigned
 
 
+def hand_on(agent_id: int | None) -> list[Assignment]:
+    """The slot a run on this agent just let go, given to the oldest job waiting for one of the
+    agent's models (and not tried on it yet), in the transaction that let it go.
+
+    No dispatch lock and no count of every agent: it only hands on the slot its own transaction
+    freed, which no other dispatcher can see free before this commits, so the agent stays
+    within its concurrency. Every finished job does this under load, and waiting in turn for the
+    lock was most of a finished job's time on PostgreSQL. Assigns nothing (the caller then
+    dispatches as usual) when the agent is no longer usable or is over its concurrency (it was
+    lowered), or when no waiting job it could run is among the oldest few.
+    """
+    if agent_id is None:
+        return []
+    found = rows.fetch(
+        AGENT_LOAD_SQL,
+        [*UNFINISHED, connection.ops.adapt_datetimefield_value(LEASES_BEGIN), *sorted(FINISHED), agent_id],
+        Agent,
+    )
+    if not found or found[0][1] >= found[0][0].concurrency:
+        return []
+    agent = found[0][0]
+    lease_end = timezone.now() + timedelta(seconds=Conf.ASSIGNED_LEASE_SECONDS)
+    for job in Job.objects.raw(WAITING_FOR_AGENT_SQL, [State.QUEUED, agent.pk, Capability.TEXT, HAND_ON_PAGE]):
+        if agent.pk not in job.tried_agents and claim(job.pk, agent, lease_end):
+            return [Assignment(job.pk, agent)]
+    return []
+
+
+# How many of the oldest jobs waiting for an agent's models hand_on looks at.
+HAND_ON_PAGE = 8
+
+
 def usable_agents() -> list[Agent]:
     """The enabled agents that answered their last check, by id."""
     return [agent for (agent,) in rows.fetch(USABLE_AGENTS_SQL, [], Agent)]
@@ -247,12 +279,26 @@ def _statements() -> dict[str, str]:
         ),
         "claim": f"UPDATE {job} SET agent_id = %s, status = %s, lease_until = %s WHERE id = %s AND state = %s"
         " AND agent_id IS NULL",
+        # One agent, if usable, with the slots its jobs hold (counted as in "slots").
+        "agent_load": (
+            f"SELECT {rows.columns(Agent, 'a')},"
+            f" (SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state IN ({unfinished}))"
+            f" + (SELECT COUNT(*) FROM {job} e WHERE e.lease_until > %s AND {plus}e.agent_id = a.id"
+            f" AND {plus}e.state IN ({finished}))"
+            f" FROM {agent} a WHERE a.id = %s AND a.enabled AND a.online"
+        ),
+        "waiting_for_agent": (
+            f"SELECT id, model, tried_agents FROM {job} WHERE state = %s AND agent_id IS NULL"
+            f" AND model IN (SELECT name FROM {model} WHERE agent_id = %s AND capability <> %s)"
+            " ORDER BY created_at, id LIMIT %s"
+        ),
     }
 
 
 _SQL = _statements()
 SLOTS_HELD_SQL, USABLE_AGENTS_SQL, MODELS_SQL = _SQL["slots"], _SQL["agents"], _SQL["models"]
 WAITING_SQL, CLAIM_SQL = _SQL["waiting"], _SQL["claim"]
+AGENT_LOAD_SQL, WAITING_FOR_AGENT_SQL = _SQL["agent_load"], _SQL["waiting_for_agent"]
 
 
 def pick(job: Job, free: list[Agent], offered: dict[int, set[str]], load: Counter[int]) -> Agent | None:

@@ -37,7 +37,8 @@ def columns(model: type[Model], alias: str = "") -> str:
 
 def fetch(sql: str, params: Sequence[Any], *models: type[Model]) -> list[tuple[Any, ...]]:
     """Each row as one instance per model, in the order their columns were selected; None for a
-    model whose primary key is NULL in the row (an outer join that found nothing)."""
+    model whose primary key is NULL in the row (an outer join that found nothing). Columns
+    selected after the models' come last in the tuple, as the driver gave them."""
     database = connections[DEFAULT_DB_ALIAS]  # this thread's connection (`connection` is a proxy)
     plan = _plan(database, models)
     with database.cursor() as cursor:
@@ -74,7 +75,7 @@ def _plan(database: Any, models: tuple[type[Model], ...]) -> Plan:
 
 
 def _instances(database: Any, row: tuple[Any, ...], plan: Plan) -> tuple[Any, ...]:
-    values, made = list(row), list[Model | None]()
+    values, made = list(row), list[Any]()
     for model, names, start, pk, converting in plan:
         if values[pk] is None:
             made.append(None)
@@ -85,6 +86,9 @@ def _instances(database: Any, row: tuple[Any, ...], plan: Plan) -> tuple[Any, ..
                 value = converter(value, column, database)
             values[position] = value
         made.append(model.from_db(database.alias, names, values[start : start + len(names)]))
+    if plan:
+        _, names, start, _, _ = plan[-1]
+        made.extend(values[start + len(names) :])
     return tuple(made)
 
 

@@ -39,6 +39,7 @@ from imagetotext.dispatch import (
     assign_waiting_jobs,
     candidates,
     dispatch,
+    hand_on,
     hand_over,
     work_to_assign,
 )
@@ -178,18 +179,26 @@ def nothing_to_save() -> None:
 
 def end_run(job: Job, attempt: int, settle: Settle, take_here: TakeHere | None) -> None:
     """Save how the run ended, let go of its lease, give the freed slot to the oldest waiting job
-    and start that job, in one transaction.
+    the agent can run (dispatch.hand_on) and start that job, in one transaction.
 
     Between the two, no other dispatcher (a request, another worker) can see the slot free and
     send a job to it the slow way, through the broker; the job taken here is started in the same
     write and its backend request is sent as soon as this commits, with no second transaction
     (on SQLite, a second wait for the write lock) in between.
     """
+    ran_on = job.agent_id  # a failover's save clears it
     with transaction.atomic():
         settle()
         if not (job.attempts == attempt and job.lease_until is None):  # the outcome's save let go already
             leases.let_go(job.pk, attempt)
-        assigned = assign_waiting_jobs() if work_to_assign() else []
+        # The slot of a job that ended goes straight on. A job sent back to the queue (failover)
+        # needs another agent, and a slot with no taker may meet another waiting job: then the
+        # whole queue is dispatched, under the dispatch lock. Never after claiming a row here
+        # (PostgreSQL: a dispatcher holding the lock may be waiting on that row, and the two
+        # would wait on each other).
+        assigned = hand_on(ran_on) if job.finished else []
+        if not assigned and work_to_assign():
+            assigned = assign_waiting_jobs()
         here = start_here(assigned) if take_here is not None else []
     hand_over([a for a in assigned if a.job_id not in {j.pk for j in here}], take_here)
     for next_job in here:
