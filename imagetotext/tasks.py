@@ -191,14 +191,14 @@ def end_run(job: Job, attempt: int, settle: Settle, take_here: TakeHere | None) 
         settle()
         if not (job.attempts == attempt and job.lease_until is None):  # the outcome's save let go already
             leases.let_go(job.pk, attempt)
-        # The slot of a job that ended goes straight on. A job sent back to the queue (failover)
-        # needs another agent, and a slot with no taker may meet another waiting job: then the
-        # whole queue is dispatched, under the dispatch lock. Never after claiming a row here
-        # (PostgreSQL: a dispatcher holding the lock may be waiting on that row, and the two
-        # would wait on each other).
-        assigned = hand_on(ran_on) if job.finished else []
-        if not assigned and work_to_assign():
-            assigned = assign_waiting_jobs()
+        # When some free slot (this one, say) meets a waiting job: the slot of a job that ended goes
+        # straight on. A job sent back to the queue (failover) needs another agent, and a slot with
+        # no taker may meet another waiting job: then the whole queue is dispatched, under the
+        # dispatch lock. Never after claiming a row here (PostgreSQL: a dispatcher holding the lock
+        # may be waiting on that row, and the two would wait on each other).
+        assigned = []
+        if work_to_assign():
+            assigned = (hand_on(ran_on) if job.finished else []) or assign_waiting_jobs()
         here = start_here(assigned) if take_here is not None else []
     hand_over([a for a in assigned if a.job_id not in {j.pk for j in here}], take_here)
     for next_job in here:
