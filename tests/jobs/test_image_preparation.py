@@ -288,6 +288,28 @@ def test_a_large_jpeg_is_decoded_at_the_smallest_scale_still_covering_the_target
     assert jpeg_decode_sizes == [(1000, 1500)]
 
 
+def test_a_phone_photo_whose_quarter_scale_nearly_fits_is_sent_at_that_scale(
+    jpeg_decode_sizes: list[tuple[int, int]],
+) -> None:
+    source = encode(marked((4032, 3024)), "JPEG")
+    data, _ = prepare(source, 1024)
+    # 1008 px is 1.6 % under 1024: decoded at 1/4 and not resampled, rather than at 1/2 and resized.
+    assert jpeg_decode_sizes == [(1008, 756)]
+    im = decoded(data)
+    assert im.size == (1008, 756)
+    assert is_red(im, (10, 10)) and is_white(im, (997, 10))
+
+
+def test_a_quarter_scale_too_far_under_the_longest_side_is_decoded_larger_and_resized(
+    jpeg_decode_sizes: list[tuple[int, int]],
+) -> None:
+    source = encode(Image.new("RGB", (3800, 2850)), "JPEG")
+    data, _ = prepare(source, 1024)
+    # At 1/4 it would be 950 px, 7 % under: 1/2 (1900×1425), then resized to the longest side.
+    assert jpeg_decode_sizes == [(1900, 1425)]
+    assert decoded(data).size == (1024, 768)
+
+
 def test_a_large_photo_prepared_is_under_a_tenth_of_its_bytes() -> None:
     source = encode(noisy((6000, 4000)), "JPEG", quality=90)
     data, _ = prepare(source, 1024)
@@ -321,7 +343,7 @@ def test_preparing_at_upload_decodes_a_large_photo_once_and_gives_what_prepare_g
 ) -> None:
     source = encode(noisy((4000, 3000)), "JPEG")
     upload = read_upload(source, prepare_for=1024)
-    assert jpeg_decode_sizes == [(2000, 1500)]  # one draft decode, no 1/8 check before it
+    assert jpeg_decode_sizes == [(1000, 750)]  # one draft decode (1/4, within DRAFT_SLACK), no 1/8 check before it
     assert upload.prepared is not None and upload.prepared.longest_side == 1024
     assert (upload.prepared.data, upload.prepared.content_type) == prepare(source, 1024)
     assert (upload.width, upload.height) == (4000, 3000)
