@@ -411,6 +411,41 @@ def test_an_upload_on_disk_is_checked_without_reading_its_bytes_into_memory() ->
         assert image.data == data
 
 
+@pytest.fixture
+def decoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes handed to each call of Pillow's decoders (each call lets go of the GIL and wins it back)."""
+    calls: list[int] = []
+    made = Image._getdecoder
+
+    class Counted:
+        def __init__(self, decoder: ImageFile.PyDecoder) -> None:
+            self.decoder = decoder
+
+        def decode(self, buffer: bytes) -> tuple[int, int]:
+            calls.append(len(buffer))
+            return self.decoder.decode(buffer)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.decoder, name)
+
+    monkeypatch.setattr(Image, "_getdecoder", lambda *args, **kwargs: Counted(made(*args, **kwargs)))
+    return calls
+
+
+def test_an_upload_in_memory_goes_to_the_decoder_in_one_call(decoder_calls: list[int]) -> None:
+    data = encode(noisy((3000, 2000)), "JPEG", quality=95)
+    assert len(data) > 16 * 64 * 1024  # Pillow's own blocks: 64 kB a call
+    read_upload(data)
+    assert len(decoder_calls) == 1
+
+
+def test_an_upload_on_disk_goes_to_the_decoder_in_blocks_larger_than_pillows(decoder_calls: list[int]) -> None:
+    data = encode(noisy((3000, 2000)), "JPEG", quality=95)
+    with spooled(data) as upload:
+        read_uploaded_file(upload)
+    assert 1 < len(decoder_calls) <= len(data) // (256 * 1024) + 2
+
+
 def test_a_broken_upload_on_disk_is_still_refused() -> None:
     data = encode(noisy((600, 400)), "JPEG")
     with spooled(data[: len(data) * 9 // 10]) as upload, pytest.raises(ImageRejected):
