@@ -191,19 +191,41 @@ def end_run(job: Job, attempt: int, settle: Settle, take_here: TakeHere | None) 
         settle()
         if not (job.attempts == attempt and job.lease_until is None):  # the outcome's save let go already
             leases.let_go(job.pk, attempt)
-        # When some free slot (this one, say) meets a waiting job: the slot of a job that ended goes
-        # straight on. A job sent back to the queue (failover) needs another agent, and a slot with
-        # no taker may meet another waiting job: then the whole queue is dispatched, under the
-        # dispatch lock. Never after claiming a row here (PostgreSQL: a dispatcher holding the lock
-        # may be waiting on that row, and the two would wait on each other).
-        assigned = []
-        if work_to_assign():
-            assigned = (hand_on(ran_on) if job.finished else []) or assign_waiting_jobs()
+        assigned = next_assignments(ran_on if job.finished else None)
         here = start_here(assigned) if take_here is not None else []
     hand_over([a for a in assigned if a.job_id not in {j.pk for j in here}], take_here)
     for next_job in here:
         leases.holder.hold(next_job, reclaim=reclaim)  # renewed from now, even while it waits for a thread
         in_flight().submit(run_started_in_thread, next_job)
+
+
+# Whether the last slot handed on in this process found a taker: while the queue stays full, a
+# finished job tries hand_on first, without asking work_to_assign (one statement less for each,
+# the one that cost most under load). With an empty queue the question is asked first, as the
+# cheaper of the two. A hint only: threads racing on it cost a statement, never a slot.
+_queue_full = False
+
+
+def next_assignments(ended_on: int | None) -> list[Assignment]:
+    """The waiting jobs to assign as a run ends: the slot of a job that ended on agent ended_on
+    goes straight on (dispatch.hand_on). A job sent back to the queue (failover, ended_on None)
+    needs another agent, and a slot with no taker may meet another waiting job: then, if some
+    free slot meets a waiting job, the whole queue is dispatched under the dispatch lock. Never
+    after claiming a row here (PostgreSQL: a dispatcher holding the lock may be waiting on that
+    row, and the two would wait on each other); hand_on claims only when it assigns.
+    """
+    global _queue_full
+    if ended_on is not None and _queue_full:
+        if assigned := hand_on(ended_on):
+            return assigned
+        _queue_full = False
+        ended_on = None  # asked already
+    if not work_to_assign():
+        return []
+    if ended_on is not None and (assigned := hand_on(ended_on)):
+        _queue_full = True
+        return assigned
+    return assign_waiting_jobs()
 
 
 def start_here(assigned: list[Assignment]) -> list[Job]:

@@ -17,6 +17,12 @@ from tests.jobs.test_dispatch import agent, jobs
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def no_hint_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """end_run's hint that the queue is full starts unset, and what a test leaves of it is undone."""
+    monkeypatch.setattr("imagetotext.tasks._queue_full", False)
+
+
 def running_on(gpu: Agent, owner) -> Job:
     (job,) = jobs(owner, 1)
     Job.objects.filter(pk=job.pk).update(agent=gpu, state=State.STARTED, attempts=1)
@@ -116,3 +122,49 @@ def test_a_run_ending_under_load_hands_its_slot_on_and_a_failover_dispatches_the
 
     assert calls == ["dispatch"]  # it needs another agent: the whole queue is dispatched
     assert Job.objects.get(pk=waiting.pk).agent_id == spare.pk
+
+
+def test_while_the_queue_stays_full_a_run_ending_hands_on_without_asking_first(api_user, monkeypatch) -> None:
+    """The hint: once a slot found a taker, the next ending tries hand_on before work_to_assign's
+    question; once one finds none, the question comes first again."""
+    from imagetotext import tasks
+
+    monkeypatch.setattr("imagetotext.dispatch.async_task", lambda *args, **kwargs: None)
+    gpu = agent("gpu")
+    first = Job.objects.select_related("agent").get(pk=running_on(gpu, api_user).pk)
+    second, third = jobs(api_user, 2)
+
+    def end(job: Job) -> list[str]:
+        with CaptureQueriesContext(transaction.get_connection()) as queries:
+            tasks.end_run(job, 1, lambda: tasks.complete(job, output="ok", lease_until=None), None)
+        return [query["sql"] for query in queries]
+
+    asked = end(first)  # the queue looked empty before: asked first, then handed on
+    assert any("EXISTS" in sql for sql in asked) and Job.objects.get(pk=second.pk).agent_id == gpu.pk
+
+    Job.objects.filter(pk=second.pk).update(state=State.STARTED, attempts=1)
+    straight = end(Job.objects.select_related("agent").get(pk=second.pk))
+    assert not any("EXISTS" in sql for sql in straight)  # the hint: straight to hand_on
+    assert Job.objects.get(pk=third.pk).agent_id == gpu.pk
+
+    Job.objects.filter(pk=third.pk).update(state=State.STARTED, attempts=1)
+    end(Job.objects.select_related("agent").get(pk=third.pk))  # nothing left to take: the hint goes
+    assert tasks._queue_full is False
+    assert Job.objects.filter(state=State.QUEUED).count() == 0
+
+
+def test_a_job_arriving_for_another_agent_is_still_dispatched_when_the_hint_finds_no_taker(
+    api_user, monkeypatch
+) -> None:
+    from imagetotext import tasks
+
+    monkeypatch.setattr(tasks, "_queue_full", True)
+    monkeypatch.setattr("imagetotext.dispatch.async_task", lambda *args, **kwargs: None)
+    gpu, other = agent("gpu"), agent("other", model="other:model")
+    done = Job.objects.select_related("agent").get(pk=running_on(gpu, api_user).pk)
+    waiting = jobs(api_user, 1, model="other:model")[0]  # gpu cannot run it; other is free
+
+    tasks.end_run(done, 1, lambda: tasks.complete(done, output="ok", lease_until=None), None)
+
+    assert Job.objects.get(pk=waiting.pk).agent_id == other.pk
+    assert tasks._queue_full is False
