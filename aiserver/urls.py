@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from aiserver import health, metrics
 from imagetotext import overview
 
+handler404 = "aiserver.views.not_found"
 handler500 = "aiserver.views.server_error"
 
 urlpatterns = [
