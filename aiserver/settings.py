@@ -125,6 +125,10 @@ WORKERS = env_int("WORKERS", 2, minimum=1)
 # daphne processes `manage.py serve` starts on one listening socket: a web process runs its
 # Python on one core at a time, and taking uploads costs CPU.
 WEB_PROCESSES = env_int("WEB_PROCESSES", 2, minimum=1)
+# Behind a reverse proxy: `manage.py serve` runs daphne with --proxy-headers, so the client's
+# address and scheme (statusUrl's https://) come from X-Forwarded-For and X-Forwarded-Proto.
+# Only when nothing but the proxy can reach the web port: any client could send them.
+PROXY_HEADERS = env_bool("PROXY_HEADERS", False)
 # Jobs one worker process keeps in flight on remote agents (each waits on its own thread).
 JOBS_PER_WORKER = env_int("JOBS_PER_WORKER", 64, minimum=1)
 Q_CLUSTER: dict[str, object] = {

@@ -163,3 +163,13 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_serve_trusts_a_proxys_forwarded_headers_only_when_told(settings) -> None:
+    from aiserver.management.commands.serve import web_command
+
+    settings.PROXY_HEADERS = False
+    assert "--proxy-headers" not in web_command(3)
+    settings.PROXY_HEADERS = True
+    command = web_command(3)
+    assert command[command.index("--proxy-headers") + 1] == "aiserver.asgi:application"

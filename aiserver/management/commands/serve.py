@@ -91,8 +91,9 @@ def listen(host: str, port: int, count: int) -> list[socket.socket]:
 
 
 def web_command(fd: int) -> list[str]:
-    """daphne on an inherited listening socket."""
-    return [sys.executable, "-m", "daphne", "--fd", str(fd), "aiserver.asgi:application"]
+    """daphne on an inherited listening socket (trusting a proxy's X-Forwarded-* if PROXY_HEADERS)."""
+    proxy = ["--proxy-headers"] if settings.PROXY_HEADERS else []
+    return [sys.executable, "-m", "daphne", "--fd", str(fd), *proxy, "aiserver.asgi:application"]
 
 
 def worker_command() -> list[str]:
