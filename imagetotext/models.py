@@ -498,8 +498,13 @@ class CallbackDelivery(models.Model):
         return f"{self.get_state_display()} after {made}"
 
 
+# On PostgreSQL the row found is locked against deletion (FOR KEY SHARE) until the upload's
+# transaction ends: retention deleting an unused old image cannot take it from under an upload
+# of the same bytes that found it and is about to give it a job. (SQLite's one writer at a time
+# does the same: the lookup runs inside the upload's write transaction.)
 STORED_IMAGE_SQL = (
     f"SELECT {rows.columns(StoredImage)} FROM {connection.ops.quote_name(StoredImage._meta.db_table)} WHERE sha256 = %s"
+    + (" FOR KEY SHARE" if connection.vendor == "postgresql" else "")
 )
 
 
@@ -547,7 +552,9 @@ def store_image(data: bytes, content_type: str, width: int, height: int) -> tupl
         return image, True
     # The same bytes arrived twice at once; keep the first row, drop our copy.
     image.file.delete(save=False)
-    return StoredImage.objects.get(sha256=digest), False
+    first = rows.fetch_one(StoredImage, STORED_IMAGE_SQL, [digest])
+    assert first is not None, "the row our insert met is committed"
+    return first, False
 
 
 class TokenBucket(models.Model):

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
@@ -23,6 +23,8 @@ from imagetotext.models import FINISHED, Batch, Job, JobImage, StoredImage
 
 log = logging.getLogger(__name__)
 
+# Times a chunk of images is looked at again after uploads took some of them up meanwhile.
+RETRIES = 5
 # Rows deleted per transaction: a first purge of a long history neither holds the write lock
 # for long nor loads every row at once.
 CHUNK = 500
@@ -114,7 +116,7 @@ def delete_jobs(cutoff: datetime) -> int:
 
 def delete_images(cutoff: datetime) -> tuple[int, int]:
     """Unused images' rows, then their files; (images, bytes) deleted."""
-    deleted = size = 0
+    deleted = size = clashes = 0
     storage = StoredImage._meta.get_field("file").storage
     while rows := list(unused_images(cutoff, Job.objects.none()).values_list("pk", "file", "size")[:CHUNK]):
         ids = [pk for pk, _, _ in rows]
@@ -122,7 +124,12 @@ def delete_images(cutoff: datetime) -> tuple[int, int]:
             with transaction.atomic():
                 # As the page's delete does: an upload of the same bytes meanwhile keeps the image.
                 StoredImage.objects.filter(pk__in=ids, jobs__isnull=True, later_in_jobs__isnull=True).delete()
-        except ProtectedError:  # a job took one up between the check and the delete: look again
+        except (ProtectedError, IntegrityError):
+            # A job took one up between the check and the delete (PostgreSQL checks the job's
+            # key at commit; an upload that found the row holds it until then): look again.
+            clashes += 1
+            if clashes > RETRIES:
+                raise
             continue
         kept = set(StoredImage.objects.filter(pk__in=ids).values_list("pk", flat=True))
         gone = [(name, nbytes) for pk, name, nbytes in rows if pk not in kept]

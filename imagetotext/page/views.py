@@ -14,7 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Length, Substr
 from django.http import HttpRequest, HttpResponse
@@ -256,11 +256,16 @@ def delete(request: PageRequest, job_id: int) -> HttpResponse:
     if not job.finished:
         return HttpResponse("Cancel the job before deleting it.", status=409)
     images = job.stored_images()
-    with transaction.atomic():
-        job.delete()
-        # One statement, so an upload of the same bytes meanwhile keeps the image.
-        unused = StoredImage.objects.filter(pk__in=[image.pk for image in images])
-        unused.filter(jobs__isnull=True, later_in_jobs__isnull=True).delete()
+    job.delete()
+    # One statement, so an upload of the same bytes meanwhile keeps the image. On PostgreSQL an
+    # upload that found the image holds it until it commits its job, and the job's key is checked
+    # at commit: then the image stays, and the job is still deleted.
+    unused = StoredImage.objects.filter(pk__in=[image.pk for image in images])
+    try:
+        with transaction.atomic():
+            unused.filter(jobs__isnull=True, later_in_jobs__isnull=True).delete()
+    except IntegrityError:
+        pass
     kept = set(StoredImage.objects.filter(pk__in=[image.pk for image in images]).values_list("pk", flat=True))
     for image in images:
         if image.pk not in kept:
