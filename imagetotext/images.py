@@ -96,28 +96,18 @@ class UploadedImage:
     content_type: str
     width: int
     height: int
-    # A synchronous request's image as its backend gets it, when that is the upload as it is.
-    sent_as_is: Prepared | None = None
-    # A synchronous request's image, still being decoded on another thread: the check of one
-    # sent as it is, or the copy made for the backend (see check and prepared).
-    checking: Future[Prepared | None] | None = None
+    prepared: Prepared | None = None
+    # A synchronous request's image sent as it is: its decode check, still running (see check).
+    checking: Future[None] | None = None
 
     def check(self) -> None:
-        """Wait for the decode still running, if any; ImageRejected if the image is broken.
+        """Wait for the decode check still running, if any; ImageRejected if the image is broken.
 
         jobs.create_with_upload calls it before its transaction commits, so a broken upload
         leaves nothing behind and never reaches a backend.
         """
         if self.checking is not None:
             self.checking.result()
-
-    @property
-    def prepared(self) -> Prepared | None:
-        """What the backend is sent (read_upload's prepare_for); None if nothing was asked for.
-        Waits for the copy being made, if that is it."""
-        if self.sent_as_is is not None or self.checking is None:
-            return self.sent_as_is
-        return self.checking.result()
 
     @property
     def data(self) -> bytes:
@@ -133,10 +123,9 @@ def read_upload(data: bytes, prepare_for: int | None = None) -> UploadedImage:
 
     prepare_for: also prepare it for a backend of that longest side (a synchronous request,
     about to send it). An image that needs decoding is then decoded once, for the check and
-    for the backend together, instead of once for each; one sent as it is is still decoded to
-    check it. Either decode runs on another thread while the request stores its job (the
-    decoder lets go of the GIL): neither is needed until the job is committed
-    (UploadedImage.check), so a broken image needing a copy is refused there, not here.
+    for the backend together, instead of once for each. One sent as it is is still decoded to
+    check it, on another thread while the request stores its job (the decoder lets go of the
+    GIL): its result is not needed until the job is committed (UploadedImage.check).
     """
     _check_size(len(data))
     with _open(data) as im:
@@ -144,11 +133,11 @@ def read_upload(data: bytes, prepare_for: int | None = None) -> UploadedImage:
         if prepare_for is None:
             _prove_it_decodes(im)
             return UploadedImage(data, content_type, width, height)
-        kept = _as_sent(im, data, prepare_for)
-    if kept is None:
-        return UploadedImage(data, content_type, width, height, None, _checkers().submit(_copied, data, prepare_for))
-    as_is = Prepared(prepare_for, kept, content_type)
-    return UploadedImage(data, content_type, width, height, as_is, _checkers().submit(_decodes, data))
+        if (kept := _as_sent(im, data, prepare_for)) is None:
+            prepared = Prepared(prepare_for, *_converted(im, prepare_for))  # decodes it: the check
+            return UploadedImage(data, content_type, width, height, prepared)
+    checking = _checkers().submit(_decodes, data)
+    return UploadedImage(data, content_type, width, height, Prepared(prepare_for, kept, content_type), checking)
 
 
 def read_uploaded_file(upload: UploadedFile, prepare_for: int | None = None) -> UploadedImage:
@@ -237,7 +226,7 @@ _pool_lock = threading.Lock()
 
 
 def _checkers() -> ThreadPoolExecutor:
-    """This process's threads for decode checks and copies, made on first use (and anew in a forked child)."""
+    """This process's threads for decode checks, made on first use (and anew in a forked child)."""
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
@@ -248,12 +237,6 @@ def _checkers() -> ThreadPoolExecutor:
 def _decodes(data: bytes) -> None:
     with _open(data) as im:
         _prove_it_decodes(im)
-
-
-def _copied(data: bytes, longest_side: int) -> Prepared:
-    """The copy a backend gets of an image that needs one; decoding it is the check."""
-    with _open(data) as im:
-        return Prepared(longest_side, *_converted(im, longest_side))
 
 
 def _prove_it_decodes(im: Image.Image) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable
@@ -334,12 +333,9 @@ def test_a_truncated_large_jpeg_is_still_refused_at_upload(progressive: bool) ->
 @pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
 def test_a_truncated_large_jpeg_is_refused_when_prepared_at_upload_too(progressive: bool) -> None:
     source = encode(noisy((2000, 1500)), "JPEG", progressive=progressive)
-    upload = read_upload(source[: len(source) * 9 // 10], prepare_for=1024)  # its copy is made meanwhile
     with pytest.raises(ImageRejected) as caught:
-        upload.check()
+        read_upload(source[: len(source) * 9 // 10], prepare_for=1024)
     assert "could not be read as an image" in caught.value.message
-    with pytest.raises(ImageRejected):
-        upload.prepared  # noqa: B018 - nothing broken is ever handed to a backend
 
 
 def test_preparing_at_upload_decodes_a_large_photo_once_and_gives_what_prepare_gives(
@@ -347,24 +343,10 @@ def test_preparing_at_upload_decodes_a_large_photo_once_and_gives_what_prepare_g
 ) -> None:
     source = encode(noisy((4000, 3000)), "JPEG")
     upload = read_upload(source, prepare_for=1024)
-    upload.check()  # the copy was made on another thread meanwhile
     assert jpeg_decode_sizes == [(1000, 750)]  # one draft decode (1/4, within DRAFT_SLACK), no 1/8 check before it
     assert upload.prepared is not None and upload.prepared.longest_side == 1024
     assert (upload.prepared.data, upload.prepared.content_type) == prepare(source, 1024)
     assert (upload.width, upload.height) == (4000, 3000)
-
-
-def test_the_copy_for_the_backend_is_made_while_the_request_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """read_upload hands the decode to another thread: the request stores its job meanwhile."""
-    from imagetotext import images
-
-    may_finish, converted = threading.Event(), images._converted
-    monkeypatch.setattr(images, "_converted", lambda im, side: may_finish.wait(5) and converted(im, side))
-    upload = read_upload(encode(noisy((2000, 1500)), "JPEG"), prepare_for=1024)  # returns, not blocked
-    assert upload.checking is not None and not upload.checking.done()
-    may_finish.set()
-    upload.check()
-    assert upload.prepared is not None and decoded(upload.prepared.data).size == (1000, 750)  # 1/2, within the slack
 
 
 def test_preparing_at_upload_keeps_a_fitting_photo_as_sent_and_still_checks_it(
