@@ -248,35 +248,21 @@ def test_an_upload_of_the_same_bytes_during_a_purge_keeps_the_image(api_user, me
     """The upload found the old unused image and is about to give it a job when the purge runs:
     the purge waits for it (PostgreSQL: the row the upload found is locked; SQLite: one writer),
     then leaves the image, its row and its file, to the new job."""
-    import threading
+    from django.db import transaction
 
-    from django.db import connection, transaction
+    from tests.meanwhile import Meanwhile
 
     image = stored(3)
     data = Path(image.file.path).read_bytes()
-    found, purged, outcome = threading.Event(), threading.Event(), {}
-
-    def purge_meanwhile() -> None:
-        found.wait(10)
-        try:
-            outcome["done"] = purge()
-        except Exception as error:  # noqa: BLE001 - reported below, on the test's thread
-            outcome["error"] = error
-        finally:
-            purged.set()
-            connection.close()
-
-    purger = threading.Thread(target=purge_meanwhile)
-    purger.start()
+    purging = Meanwhile(purge)
     with transaction.atomic():
         again, created = store_image(data, "image/png", image.width, image.height)
         assert (again.pk, created) == (image.pk, False)
-        found.set()
-        assert not purged.wait(1.0)  # the purge waits for this upload to end
+        purging.go()
+        assert not purging.done.wait(1.0)  # the purge waits for this upload to end
         uploaded = job(api_user, again, None)
-    purger.join(15)
+    done = purging.join()
 
-    assert "error" not in outcome, outcome.get("error")
-    assert outcome["done"].images == 0
+    assert done.images == 0
     assert Job.objects.get(pk=uploaded.pk).image_id == image.pk
     assert on_disk(StoredImage.objects.get(pk=image.pk))

@@ -73,34 +73,21 @@ def test_deleting_a_job_keeps_an_image_another_job_uses(user_client, api_user, i
 def test_deleting_a_job_while_an_upload_takes_its_image_up_keeps_the_image(user_client, api_user, image):
     """An upload of the same bytes found the image and has not committed its job yet: the job is
     deleted, the image stays for the upload (PostgreSQL: held by the upload; SQLite: one writer)."""
-    import threading
-
-    from django.db import connection, transaction
+    from django.db import transaction
 
     from imagetotext.models import store_image
+    from tests.meanwhile import Meanwhile
 
     job = done(api_user, image)
     data = image.file.read()
-    found, answered, outcome = threading.Event(), threading.Event(), {}
-
-    def delete_meanwhile() -> None:
-        found.wait(10)
-        try:
-            outcome["status"] = user_client.post(f"/ImageToText/jobs/{job.pk}/delete").status_code
-        finally:
-            answered.set()
-            connection.close()
-
-    deleter = threading.Thread(target=delete_meanwhile)
-    deleter.start()
+    deleting = Meanwhile(lambda: user_client.post(f"/ImageToText/jobs/{job.pk}/delete").status_code)
     with transaction.atomic():
         again, _ = store_image(data, image.content_type, image.width, image.height)
-        found.set()
-        answered.wait(1.0)  # SQLite: waits for this transaction's write lock; PostgreSQL: for the image
+        deleting.go()
+        deleting.done.wait(1.0)  # SQLite: waits for this transaction's write lock; PostgreSQL: for the image
         uploaded = done(api_user, again)
-    deleter.join(15)
 
-    assert outcome["status"] == 302
+    assert deleting.join() == 302
     assert list(Job.objects.all()) == [uploaded]
     assert again.pk == image.pk and StoredImage.objects.filter(pk=image.pk).exists()
     assert image.file.storage.exists(image.file.name)
