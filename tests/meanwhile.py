@@ -16,7 +16,9 @@ class Meanwhile:
     """
 
     def __init__(self, action: Callable[[], Any]) -> None:
-        self.action, self.result, self.error = action, None, None
+        self.action = action
+        self.result: Any = None
+        self.error: Exception | None = None
         self.started, self.done = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
