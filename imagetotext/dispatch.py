@@ -119,6 +119,49 @@ def assign_waiting_jobs() -> list[Assignment]:
     return assigned
 
 
+class NewJob(NamedTuple):
+    """Who takes a job about to be created. decided False: jobs wait for agents (or no usable
+    agent offers the model), so the queue is dispatched as usual. agent None: it waits."""
+
+    decided: bool
+    agent: Agent | None = None
+
+
+def agent_for_new_job(job: Job) -> NewJob:
+    """The agent a job about to be created goes to, when no other job waits for one: then
+    assign_waiting_jobs would weigh this job alone, and its choice is read here in one statement
+    (two more on PostgreSQL: the dispatch lock and a second read under it), where it took six.
+    Call it in the transaction that inserts the job, before the insert.
+
+    Every synchronous request and most submissions find the queue empty; under load, jobs wait
+    and the caller dispatches the queue as before.
+    """
+    found = agents_offering(job.model)
+    if not found or any(waiting for _, _, waiting in found):
+        return NewJob(False)
+    if all(held >= agent.concurrency for agent, held, _ in found):
+        return NewJob(True)  # busy: it waits, and a slot freed on one of them takes it (hand_on)
+    if connection.vendor == "postgresql":  # SQLite: this transaction holds the write lock already
+        take_turns()
+        found = agents_offering(job.model)  # again, now that no other dispatcher can assign meanwhile
+        if not found or any(waiting for _, _, waiting in found):
+            return NewJob(False)
+    load = Counter({agent.pk: held for agent, held, _ in found})
+    free = [agent for agent, held, _ in found if held < agent.concurrency]
+    return NewJob(True, pick(job, free, {agent.pk: {job.model} for agent in free}, load))
+
+
+def agents_offering(model: str) -> list[tuple[Agent, int, bool]]:
+    """The usable agents offering the model for images, with the slots each holds, and whether any job waits."""
+    params = [*UNFINISHED, connection.ops.adapt_datetimefield_value(LEASES_BEGIN), *sorted(FINISHED)]
+    return rows.fetch(NEW_JOB_SQL, [*params, State.QUEUED, model, Capability.TEXT], Agent)
+
+
+def waiting_status(agent: Agent) -> str:
+    """An assigned job's status until a worker starts it."""
+    return f"Waiting for a worker on {agent.name}"
+
+
 def hand_on(agent_id: int | None) -> list[Assignment]:
     """The slot a run on this agent just let go, given to the oldest job waiting for one of the
     agent's models (and not tried on it yet), in the transaction that let it go.
@@ -189,7 +232,7 @@ def oldest_waiting(models: set[str], slots: int, taken: set[int]) -> Iterator[Jo
 
 def claim(job_id: int, agent: Agent, lease_end: datetime) -> bool:
     """Give a waiting job to the agent; False if it left the queue meanwhile."""
-    status = f"Waiting for a worker on {agent.name}"
+    status = waiting_status(agent)
     with connection.cursor() as cursor:
         cursor.execute(
             CLAIM_SQL, [agent.pk, status, connection.ops.adapt_datetimefield_value(lease_end), job_id, State.QUEUED]
@@ -264,6 +307,12 @@ def _statements() -> dict[str, str]:
     job, agent, model = (quote(m._meta.db_table) for m in (Job, Agent, AgentModel))
     unfinished = ", ".join(["%s"] * len(UNFINISHED))
     finished = ", ".join(["%s"] * len(FINISHED))
+    # The slots agent a's jobs hold, counted as in "slots".
+    held = (
+        f"(SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state IN ({unfinished}))"
+        f" + (SELECT COUNT(*) FROM {job} e WHERE e.lease_until > %s AND {plus}e.agent_id = a.id"
+        f" AND {plus}e.state IN ({finished}))"
+    )
     return {
         "slots": (
             f"SELECT agent_id, COUNT(*) FROM {job} WHERE state IN ({unfinished}) AND agent_id IS NOT NULL"
@@ -280,12 +329,14 @@ def _statements() -> dict[str, str]:
         "claim": f"UPDATE {job} SET agent_id = %s, status = %s, lease_until = %s WHERE id = %s AND state = %s"
         " AND agent_id IS NULL",
         # One agent, if usable, with the slots its jobs hold (counted as in "slots").
-        "agent_load": (
-            f"SELECT {rows.columns(Agent, 'a')},"
-            f" (SELECT COUNT(*) FROM {job} j WHERE j.agent_id = a.id AND j.state IN ({unfinished}))"
-            f" + (SELECT COUNT(*) FROM {job} e WHERE e.lease_until > %s AND {plus}e.agent_id = a.id"
-            f" AND {plus}e.state IN ({finished}))"
-            f" FROM {agent} a WHERE a.id = %s AND a.enabled AND a.online"
+        "agent_load": f"SELECT {rows.columns(Agent, 'a')}, {held} FROM {agent} a WHERE a.id = %s AND a.enabled AND a.online",
+        # The usable agents offering a model for images, each with the slots held, and whether any
+        # job waits for an agent (uncorrelated: read once).
+        "new_job": (
+            f"SELECT {rows.columns(Agent, 'a')}, {held},"
+            f" EXISTS (SELECT 1 FROM {job} w WHERE w.state = %s AND w.agent_id IS NULL)"
+            f" FROM {agent} a JOIN {model} m ON m.agent_id = a.id"
+            f" WHERE m.name = %s AND m.capability <> %s AND a.enabled AND a.online"
         ),
         "waiting_for_agent": (
             f"SELECT id, model, tried_agents FROM {job} WHERE state = %s AND agent_id IS NULL"
@@ -299,6 +350,7 @@ _SQL = _statements()
 SLOTS_HELD_SQL, USABLE_AGENTS_SQL, MODELS_SQL = _SQL["slots"], _SQL["agents"], _SQL["models"]
 WAITING_SQL, CLAIM_SQL = _SQL["waiting"], _SQL["claim"]
 AGENT_LOAD_SQL, WAITING_FOR_AGENT_SQL = _SQL["agent_load"], _SQL["waiting_for_agent"]
+NEW_JOB_SQL = _SQL["new_job"]
 
 
 def pick(job: Job, free: list[Agent], offered: dict[int, set[str]], load: Counter[int]) -> Agent | None:

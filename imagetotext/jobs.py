@@ -24,13 +24,22 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from agents.clients import florence
-from agents.models import Agent, AgentModel, Capability
+from agents.models import Agent, AgentModel, Capability, Kind
 from imagetotext import leases, rows
 from imagetotext.callbacks import owe, owing
 from imagetotext.conf import Conf
-from imagetotext.dispatch import assign_waiting_jobs, dispatch, hand_over, work_to_assign
+from imagetotext.dispatch import (
+    Assignment,
+    agent_for_new_job,
+    assign_waiting_jobs,
+    dispatch,
+    hand_over,
+    waiting_status,
+    work_to_assign,
+)
 from imagetotext.errors import Refusal
 from imagetotext.images import UploadedImage
+from imagetotext.leases import lease_end
 from imagetotext.live import publish_change
 from imagetotext.models import Api, ApiKey, InvalidTransition, Job, JobImage, Preset, State, StoredImage, store_image
 
@@ -195,15 +204,28 @@ def create(spec: JobSpec, image: StoredImage, hand_to_workers: bool = True) -> J
         # No savepoint of its own: a clash of RefIds fails the caller's whole transaction anyway.
         with transaction.atomic(savepoint=False):
             job = Job(**spec.fields, image=image)
-            rows.insert(job)  # written once: the ORM's INSERT was compiled for every job
-            assigned = assign_waiting_jobs() if work_to_assign() else []
-            mine = None if hand_to_workers else next((a for a in assigned if a.job_id == job.pk and not a.local), None)
-            if mine is not None:
-                job.agent = mine.agent
-                job.move_to(
-                    State.STARTED, attempts=1, status=f"Running on {mine.agent.name}", lease_until=leases.lease_end()
-                )
+            new = agent_for_new_job(job)
+            if new.agent is not None and not hand_to_workers and new.agent.kind != Kind.LOCAL:
+                job.agent = new.agent
+                job.begin_as(State.STARTED, attempts=1, status=f"Running on {new.agent.name}", lease_until=lease_end())
                 job.runs_here = True
+            elif new.agent is not None:
+                job.agent, job.status = new.agent, waiting_status(new.agent)
+                job.lease_until = lease_end(Conf.ASSIGNED_LEASE_SECONDS)
+            rows.insert(job)  # written once: the ORM's INSERT was compiled for every job
+            if new.decided:  # the queue was empty: this job was all there was to assign
+                assigned = [] if new.agent is None or job.runs_here else [Assignment(job.pk, new.agent)]
+            else:
+                assigned = assign_waiting_jobs() if work_to_assign() else []
+                mine = (
+                    None if hand_to_workers else next((a for a in assigned if a.job_id == job.pk and not a.local), None)
+                )
+                if mine is not None:
+                    job.agent = mine.agent
+                    job.move_to(
+                        State.STARTED, attempts=1, status=f"Running on {mine.agent.name}", lease_until=lease_end()
+                    )
+                    job.runs_here = True
     except IntegrityError:
         raise ref_id_in_use(spec.ref_id) from None
     transaction.on_commit(lambda: publish_change(job.pk, job.owner_id, job.state, created=True))

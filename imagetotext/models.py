@@ -199,8 +199,20 @@ class Job(models.Model):
         """
         previous = self.state
         expect = fields.pop("expect", None)  # a further condition (a Q) on the row as it was read
-        if state not in TRANSITIONS[previous]:
-            raise InvalidTransition(f"A {previous} job cannot become {state}")
+        changes = self.changes_to(state, fields)
+        where = {"id": self.pk, "state": previous}
+        if previous == State.STARTED:
+            where["attempts"] = self.attempts
+        if not updated_where(where, expect, changes):
+            self.refresh_from_db()
+            raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def changes_to(self, state: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """What moving to `state` writes: the state, its status and timestamps, then `fields`."""
+        if state not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"A {self.state} job cannot become {state}")
         now = timezone.now()
         changes: dict[str, Any] = {"state": state, "status": fit(fields.pop("status", state), STATUS_MAX_LENGTH)}
         if state == State.QUEUED:
@@ -210,13 +222,12 @@ class Job(models.Model):
         elif state in FINISHED:
             changes["finished_at"] = now
         changes.update(fields)
-        where = {"id": self.pk, "state": previous}
-        if previous == State.STARTED:
-            where["attempts"] = self.attempts
-        if not updated_where(where, expect, changes):
-            self.refresh_from_db()
-            raise InvalidTransition(f"Job {self.pk} changed to {self.state} meanwhile")
-        for name, value in changes.items():
+        return changes
+
+    def begin_as(self, state: str, **fields: Any) -> None:
+        """For a job not saved yet: take the fields move_to(state) would write, to be inserted so."""
+        assert self._state.adding, "a saved job moves with move_to"
+        for name, value in self.changes_to(state, fields).items():
             setattr(self, name, value)
 
     def stored_images(self) -> list[StoredImage]:
