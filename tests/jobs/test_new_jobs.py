@@ -14,16 +14,9 @@ from agents.models import Agent, Capability, DiscoveredModel, Discovery, Kind
 from imagetotext import jobs
 from imagetotext.images import read_upload
 from imagetotext.models import Job, State
-from tests.jobs.test_dispatch import agent
+from tests.jobs.test_dispatch import agent, handed_to_workers  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def handed_to_workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    sent: list[int] = []
-    monkeypatch.setattr("imagetotext.dispatch.async_task", lambda func, job_id, **kw: sent.append(job_id))
-    return sent
 
 
 def submit(owner, model: str = "llava:7b", sync: bool = False, shade: int = 0) -> Job:
